@@ -1,0 +1,109 @@
+"""The Phoenix web application: `create_app(settings)` builds it, nothing happens on import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from cloud_phoenix import __version__
+from cloud_phoenix.app import errors, pages, routes
+from cloud_phoenix.app.certs import KeyPool
+from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.app.requestlog import RequestLog
+from cloud_phoenix.app.runtime import Runtime
+from cloud_phoenix.config import Settings
+from cloud_phoenix.journal import JournalWriter
+from cloud_phoenix.platform.collector import Collector, measure_lag, start_in_thread
+from cloud_phoenix.store import LogStore, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
+    """The parts one serving process needs, not yet started."""
+    metrics = Metrics(settings.metrics_dir)
+    store = store if store is not None else open_store(settings.db_url)
+    return Runtime(
+        settings=settings,
+        store=store,
+        journal=JournalWriter(settings.journal_dir),
+        metrics=metrics,
+        pool=KeyPool(
+            settings.cert_pool_size,
+            settings.cert_concurrency,
+            settings.cert_max_wait,
+            on_change=metrics.spare_keys.set,
+        ),
+    )
+
+
+def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
+    """The ASGI application; its lifespan starts the key pool and, if asked, the collector."""
+    rt = build_runtime(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        rt.pool.start()
+        try:
+            rt.store.migrate()
+        except StoreError as exc:
+            log.warning("store not ready at start (the collector will retry): %s", exc)
+        if settings.collector_in_process:
+            rt.collector = Collector(
+                rt.store, settings.journal_dir, settings.collect_batch, settings.collect_interval
+            )
+            rt.collector_thread = start_in_thread(rt.collector)
+        try:
+            yield
+        finally:
+            if rt.collector is not None and rt.collector_thread is not None:
+                rt.collector.stop()
+                rt.collector_thread.join(timeout=15)
+            rt.pool.stop()
+            rt.journal.close()
+            rt.store.close()
+
+    app = FastAPI(
+        title="Phoenix",
+        version=__version__,
+        description="A web service with two endpoints that hurt it, and a platform that keeps "
+        "it alive.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    app.state.templates = pages.templates()
+    errors.install(app)
+    app.include_router(pages.router)
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(
+        RequestLog, journal=rt.journal, metrics=rt.metrics, stdout=settings.access_log_stdout
+    )
+    rt.metrics.add_computed(lambda: _lag_figures(rt))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _lag_figures(rt: Runtime) -> dict[str, float]:
+    lag = measure_lag(rt.store.positions(), rt.settings.journal_dir, datetime.now(UTC))
+    return {
+        "phoenix_journal_lag_bytes": float(lag.bytes),
+        "phoenix_journal_lag_seconds": lag.seconds,
+    }

@@ -1,0 +1,117 @@
+"""Every error as JSON `{"error": ..., "detail": ...}`: never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from cloud_phoenix.app.certs import PoolBusy
+from cloud_phoenix.store import StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+    detail: str
+
+
+def error_response(
+    status: int, detail: str, headers: Mapping[str, str] | None = None, error: str | None = None
+) -> JSONResponse:
+    body = {"error": error or HTTPStatus(status).phrase.lower(), "detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for problem in exc.errors():
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "query")
+        parts.append(f"{where or 'request'}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        detail = f"no such endpoint: {request.url.path}; GET / lists them"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        detail = str(exc.detail)
+    return error_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, _validation_detail(exc), error="invalid request")
+
+
+async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store unavailable: %s", exc)
+    return error_response(503, str(exc), headers={"Retry-After": "5"}, error="database unavailable")
+
+
+async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("store error: %s", exc)
+    return error_response(500, str(exc), error="database error")
+
+
+async def _pool_busy(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PoolBusy)
+    return error_response(
+        503,
+        f"{exc}; retry after {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+        error="certificate generation is saturated",
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request.scope.get("phoenix.request_id", "")
+    log.exception(
+        "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+    )
+    return error_response(
+        500,
+        f"unexpected error; the server log has the details under request id {request_id}",
+        error="internal error",
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers; the order of specificity is the exception classes'."""
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(StoreError, _store_error)
+    app.add_exception_handler(PoolBusy, _pool_busy)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace FastAPI's 422 with the 400 this application answers, in the OpenAPI document."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorBody"] = ErrorBody.model_json_schema()
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = {
+                    "description": "Invalid parameters",
+                    "content": {"application/json": {"schema": ref}},
+                }
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema

@@ -1,0 +1,92 @@
+"""Prometheus figures of the application, correct when several worker processes serve.
+
+When PROMETHEUS_MULTIPROC_DIR is set (gunicorn with several workers), each process writes
+its values to files there and a scrape sums them; otherwise the process's own registry serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Computed(Collector):
+    """Figures computed when scraped (journal lag): one value for the whole host."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            values = self._read()
+        except Exception:  # a scrape must not fail because the store is down
+            return
+        for name, value in values.items():
+            help_text = name.replace("phoenix_", "").replace("_", " ")
+            yield GaugeMetricFamily(name, help_text, value=value)
+
+
+class Metrics:
+    """The application's counters, histograms and gauges."""
+
+    def __init__(self, multiproc_dir: Path | None = None) -> None:
+        self.multiproc_dir = multiproc_dir
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "phoenix_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "phoenix_request_duration_seconds",
+            "Time to answer a request, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.certificates = Counter(
+            "phoenix_certificates_generated",
+            "Certificates handed out by /generatecert",
+            registry=self.registry,
+        )
+        self.cert_rejected = Counter(
+            "phoenix_certificates_rejected",
+            "Certificate requests answered 503 because the wait would be too long",
+            registry=self.registry,
+        )
+        self.spare_keys = Gauge(
+            "phoenix_cert_pool_spare_keys",
+            "RSA keys generated ahead and waiting in the pool",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.journal_errors = Counter(
+            "phoenix_journal_write_errors",
+            "Access records that could not be journaled",
+            registry=self.registry,
+        )
+        self._computed: list[Callable[[], dict[str, float]]] = []
+
+    def add_computed(self, read: Callable[[], dict[str, float]]) -> None:
+        """Register figures computed at scrape time (the same in every process)."""
+        self._computed.append(read)
+        if self.multiproc_dir is None:
+            self.registry.register(_Computed(read))
+
+    def render(self) -> bytes:
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        for read in self._computed:
+            registry.register(_Computed(read))
+        return generate_latest(registry)

@@ -1,0 +1,28 @@
+"""What one serving process holds: settings, store, journal, key pool, metrics, collector."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cloud_phoenix.app.certs import KeyPool
+from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.config import Settings
+from cloud_phoenix.journal import JournalWriter
+from cloud_phoenix.platform.collector import Collector
+from cloud_phoenix.store import LogStore
+
+
+@dataclass
+class Runtime:
+    """Built once by `create_app`, started and stopped by the application's lifespan."""
+
+    settings: Settings
+    store: LogStore
+    journal: JournalWriter
+    metrics: Metrics
+    pool: KeyPool
+    collector: Collector | None = None
+    collector_thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)

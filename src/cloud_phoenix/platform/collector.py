@@ -1,0 +1,176 @@
+"""The collector: tails the journal and writes it to the store, exactly once.
+
+Each batch and the journal position it ends at are committed in one transaction, so a
+collector killed at any instant either wrote a batch and its position, or neither; the
+next one starts where the store says. When the store is down it waits with backoff and
+catches up when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloud_phoenix.journal import first_record_time, journal_files, parse_time, read_chunk
+from cloud_phoenix.store.base import LogStore, PositionConflict, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """How far the store is behind the journal."""
+
+    bytes: int
+    seconds: float
+    files_behind: int
+
+
+def measure_lag(positions: dict[str, int], journal_dir: Path, now: datetime) -> Lag:
+    """Bytes not yet collected, and the age of the oldest record not yet collected."""
+    behind = 0
+    files = 0
+    oldest: str | None = None
+    for name in journal_files(journal_dir):
+        path = journal_dir / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        offset = positions.get(name, 0)
+        if size > offset:
+            behind += size - offset
+            files += 1
+            if oldest is None:
+                oldest = first_record_time(path, offset)
+    seconds = 0.0
+    if oldest is not None:
+        try:
+            seconds = max(0.0, (now - parse_time(oldest)).total_seconds())
+        except ValueError:
+            seconds = 0.0
+    return Lag(behind, seconds, files)
+
+
+@dataclass(slots=True)
+class CollectorStats:
+    """Running totals, for logs, /metrics and tests."""
+
+    batches: int = 0
+    records: int = 0
+    malformed: int = 0
+    conflicts: int = 0
+    outages: int = 0
+
+
+class Collector:
+    """Reads journal files from the positions the store holds and commits them in batches."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        journal_dir: Path,
+        batch_size: int = 500,
+        interval: float = 0.2,
+        max_backoff: float = 10.0,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.store = store
+        self.journal_dir = journal_dir
+        self.batch_size = batch_size
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.stats = CollectorStats()
+        self._stop = threading.Event()
+        # sleep(seconds) returns True when the collector was asked to stop meanwhile.
+        self._sleep = sleep or self._stop.wait
+        self._migrated = False
+
+    def collect_once(self) -> int:
+        """Commit every whole line there is now; returns how many records were inserted."""
+        if not self._migrated:
+            self.store.migrate()
+            self._migrated = True
+        positions = self.store.positions()
+        inserted = 0
+        for name in journal_files(self.journal_dir):
+            path = self.journal_dir / name
+            offset = positions.get(name, 0)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            while offset < size:
+                chunk = read_chunk(path, offset, self.batch_size)
+                if chunk.end == offset:
+                    break  # only a line still being written
+                for bad in chunk.malformed:
+                    log.warning("journal %s: skipped a malformed line at byte %d", name, bad)
+                try:
+                    inserted += self.store.commit_batch(name, offset, chunk.end, chunk.entries)
+                except PositionConflict as exc:
+                    self.stats.conflicts += 1
+                    log.info("another collector moved on first (%s); re-reading positions", exc)
+                    return inserted
+                self.stats.batches += 1
+                self.stats.records += len(chunk.entries)
+                self.stats.malformed += len(chunk.malformed)
+                offset = chunk.end
+        return inserted
+
+    def run(self) -> None:
+        """Collect until `stop()`, backing off while the store is unavailable."""
+        backoff = self.interval
+        down_since: float | None = None
+        while True:
+            try:
+                self.collect_once()
+            except StoreError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.stats.outages += 1
+                    log.error("collector: store unavailable, retrying with backoff: %s", exc)
+                backoff = min(self.max_backoff, max(backoff * 2, 0.5))
+                if isinstance(exc, StoreUnavailable):
+                    self._migrated = False
+            else:
+                if down_since is not None:
+                    log.warning(
+                        "collector: store is back after %.1f s; catching up",
+                        time.monotonic() - down_since,
+                    )
+                    down_since = None
+                backoff = self.interval
+            if self._sleep(backoff):
+                break
+        self.flush()
+
+    def flush(self, deadline: float = 5.0) -> None:
+        """One last pass on the way out, bounded in time (the journal keeps what is left)."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                if self.collect_once() == 0:
+                    return
+            except StoreError as exc:
+                log.warning("collector: final flush incomplete, journal keeps the rest: %s", exc)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def lag(self, now: datetime | None = None) -> Lag:
+        return measure_lag(self.store.positions(), self.journal_dir, now or datetime.now(UTC))
+
+
+def start_in_thread(collector: Collector) -> threading.Thread:
+    """Run the collector in a daemon thread (inside `phoenix serve`)."""
+    thread = threading.Thread(target=collector.run, name="collector", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,47 @@
+"""Log stores behind one protocol; `open_store` picks one by the URL's scheme."""
+
+from __future__ import annotations
+
+from cloud_phoenix.store.base import (
+    Cursor,
+    LogQuery,
+    LogRow,
+    LogStore,
+    PositionConflict,
+    StoreError,
+    StoreUnavailable,
+    redact_url,
+)
+
+__all__ = [
+    "Cursor",
+    "LogQuery",
+    "LogRow",
+    "LogStore",
+    "PositionConflict",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+    "redact_url",
+]
+
+
+def open_store(url: str) -> LogStore:
+    """The store for `url`: sqlite:///path, postgresql://..., mongodb:// or mongodb+srv://."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        from cloud_phoenix.store.sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if scheme in {"postgresql", "postgres"}:
+        from cloud_phoenix.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url)
+    if scheme in {"mongodb", "mongodb+srv"}:
+        from cloud_phoenix.store.mongodb import MongoStore
+
+        return MongoStore.from_url(url)
+    raise StoreError(
+        f"unsupported database URL scheme {scheme or '(none)'!r}: use sqlite:///path, "
+        "postgresql://user:password@host/db or mongodb://host/db"
+    )

@@ -1,0 +1,208 @@
+"""The default store: one SQLite file in WAL mode, a connection per thread."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.store.base import (
+    RECORD_FIELDS,
+    LogQuery,
+    LogRow,
+    PositionConflict,
+    StoreError,
+    StoreUnavailable,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    pos TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    remote_addr TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    referrer TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_time ON logs (time, pos);
+CREATE INDEX IF NOT EXISTS logs_status_time ON logs (status, time);
+CREATE INDEX IF NOT EXISTS logs_path_time ON logs (path, time);
+CREATE TABLE IF NOT EXISTS journal_positions (
+    file TEXT PRIMARY KEY,
+    "offset" INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = ", ".join(("pos", *RECORD_FIELDS))
+_INSERT = (
+    f"INSERT OR IGNORE INTO logs ({_COLUMNS}) "  # noqa: S608 - fixed column names
+    f"VALUES ({', '.join('?' * (len(RECORD_FIELDS) + 1))})"
+)
+
+
+def where_clause(query: LogQuery, placeholder: str) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) shared by the SQL stores."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if query.status is not None:
+        clauses.append(f"status = {placeholder}")
+        params.append(query.status)
+    if query.path is not None:
+        clauses.append(f"path = {placeholder}")
+        params.append(query.path)
+    if query.since is not None:
+        clauses.append(f"time >= {placeholder}")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append(f"time < {placeholder}")
+        params.append(query.until)
+    if query.before is not None:
+        clauses.append(f"(time < {placeholder} OR (time = {placeholder} AND pos < {placeholder}))")
+        params.extend([query.before.time, query.before.time, query.before.pos])
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+class SQLiteStore:
+    """Records in a SQLite file; several processes may share it (WAL, busy timeout)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        rest = url.split("://", 1)[1]
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(
+                "a SQLite URL names a file: sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        path = Path(rest[1:].split("?", 1)[0])
+        if str(path) == ":memory:":
+            raise StoreError(
+                "sqlite:///:memory: cannot be shared by the app and the collector: name a file"
+            )
+        return cls(path)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if "locked" in message or "unable to open" in message or "readonly" in message:
+                raise StoreUnavailable(f"SQLite database {self.path}: {message}") from exc
+            raise StoreError(f"SQLite database {self.path}: {message}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite database {self.path}: {exc}") from exc
+
+    def migrate(self) -> None:
+        with self._errors() as conn:
+            conn.executescript(SCHEMA)
+
+    def ping(self) -> None:
+        with self._errors() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def positions(self) -> dict[str, int]:
+        with self._errors() as conn:
+            rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
+        return {str(file): int(offset) for file, offset in rows}
+
+    def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
+        with self._errors() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    'SELECT "offset" FROM journal_positions WHERE file = ?', (file,)
+                ).fetchone()
+                current = int(row[0]) if row else 0
+                if current != start:
+                    raise PositionConflict(
+                        f"{file}: stored position is {current}, batch starts at {start}"
+                    )
+                before = conn.total_changes
+                conn.executemany(_INSERT, [_values(entry) for entry in entries])
+                inserted = conn.total_changes - before
+                conn.execute(
+                    'INSERT INTO journal_positions (file, "offset") VALUES (?, ?) '
+                    'ON CONFLICT (file) DO UPDATE SET "offset" = excluded."offset"',
+                    (file, end),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return inserted
+
+    def query(self, query: LogQuery) -> list[LogRow]:
+        where, params = where_clause(query, "?")
+        sql = (
+            f"SELECT {_COLUMNS} FROM logs{where} "  # noqa: S608 - built from fixed parts
+            "ORDER BY time DESC, pos DESC LIMIT ?"
+        )
+        with self._errors() as conn:
+            rows = conn.execute(sql, [*params, query.limit]).fetchall()
+        return [LogRow(row[0], AccessRecord(*row[1:])) for row in rows]
+
+    def count(self) -> int:
+        with self._errors() as conn:
+            return int(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _values(entry: JournalEntry) -> tuple[object, ...]:
+    r = entry.record
+    return (
+        entry.pos,
+        r.time,
+        r.method,
+        r.path,
+        r.query,
+        r.status,
+        r.bytes,
+        r.duration_ms,
+        r.remote_addr,
+        r.user_agent,
+        r.referrer,
+        r.worker,
+        r.request_id,
+    )
