@@ -8,7 +8,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 
@@ -121,11 +120,12 @@ class LogStore(Protocol):
 
 
 def redact_url(url: str) -> str:
-    """The URL without password, user, query or path: safe to show (scheme://host:port)."""
-    parts = urlsplit(url)
-    if parts.scheme.startswith("sqlite"):
+    """The URL without user, password, path or query: safe to show (scheme://host:port,...)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    if scheme.startswith("sqlite"):
         return "sqlite"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, "", "", ""))
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    hosts = netloc.rpartition("@")[2]  # userinfo may itself contain '@' only before the last one
+    return f"{scheme}://{hosts}"

@@ -1,0 +1,366 @@
+"""The MongoDB store: a `logs` collection whose `_id` is each record's journal position.
+
+Because the position is the primary key, writing a record twice leaves one document:
+that is what lets `commit_batch` stay exactly-once on a standalone server, which has no
+multi-document transactions (see `MongoStore._commit_standalone`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
+from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.store.base import (
+    RECORD_FIELDS,
+    LogQuery,
+    LogRow,
+    PositionConflict,
+    StoreError,
+    StoreUnavailable,
+    redact_url,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "phoenix"
+LOGS = "logs"
+POSITIONS = "journal_positions"
+
+# Short enough that a down server answers /checkdb with a 503 within seconds instead of
+# MongoClient's 30 s default; a value given in the URL's query string wins.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 3000,
+    "connectTimeoutMS": 3000,
+    "socketTimeoutMS": 15000,
+    "appName": "cloud-phoenix",
+}
+
+_DUPLICATE_KEY = 11000
+_NAMESPACE_EXISTS = 48
+_AUTH_CODES = frozenset({11, 13, 18})  # UserNotFound, Unauthorized, AuthenticationFailed
+_TRANSACTION_ATTEMPTS = 3
+_ORDER = [("time", DESCENDING), ("_id", DESCENDING)]
+# The filtered indexes end in the page order too, so a filtered page is an index range
+# read without an in-memory sort; they still serve every (status, time) or (path, time) use.
+_INDEXES = [
+    IndexModel(_ORDER, name="time_desc_id_desc"),
+    IndexModel([("status", ASCENDING), *_ORDER], name="status_time"),
+    IndexModel([("path", ASCENDING), *_ORDER], name="path_time"),
+]
+
+Document = dict[str, Any]
+
+
+def mongo_filter(query: LogQuery) -> Document:
+    """The `find` filter for `query`: the same conditions as the SQL stores' WHERE clause."""
+    found: Document = {}
+    if query.status is not None:
+        found["status"] = query.status
+    if query.path is not None:
+        found["path"] = query.path
+    span: Document = {}
+    if query.since is not None:
+        span["$gte"] = query.since
+    if query.until is not None:
+        span["$lt"] = query.until
+    if span:
+        found["time"] = span
+    if query.before is not None:
+        found["$or"] = [
+            {"time": {"$lt": query.before.time}},
+            {"time": query.before.time, "_id": {"$lt": query.before.pos}},
+        ]
+    return found
+
+
+class MongoStore:
+    """Records in MongoDB (standalone, replica set or sharded); positions beside them."""
+
+    backend = "mongodb"
+
+    def __init__(self, url: str) -> None:
+        self.target = _target(url)
+        self._secrets = _secrets(url)
+        given = {key.lower() for key, _ in parse_qsl(url.partition("?")[2])}
+        options = {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
+        try:
+            # connect=False: no thread, socket or SRV lookup until the first operation, so
+            # a down server cannot fail or slow the construction, and a store built before
+            # gunicorn forks its workers is safe to use in them.
+            self._client: MongoClient[Document] = MongoClient(url, connect=False, **options)
+            database = self._client.get_default_database(DEFAULT_DATABASE)
+        except (PyMongoError, ValueError) as exc:  # pymongo raises ValueError for bad ports
+            raise StoreError(
+                f"invalid MongoDB URL for {self.target}: {self._scrub(_detail(exc))}"
+            ) from None
+        self._logs: Collection[Document] = database[LOGS]
+        self._positions: Collection[Document] = database[POSITIONS]
+        self._transactions: bool | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MongoStore:
+        """A store for mongodb:// or mongodb+srv://; the database is the URL's path."""
+        return cls(url)
+
+    def migrate(self) -> None:
+        with self._errors("create the collections and indexes"):
+            # Both up front, as the protocol asks, and so that no transaction has to.
+            for name in (LOGS, POSITIONS):
+                try:
+                    self._logs.database.create_collection(name, check_exists=False)
+                except OperationFailure as exc:
+                    if exc.code != _NAMESPACE_EXISTS:
+                        raise
+            self._logs.create_indexes(_INDEXES)
+
+    def ping(self) -> None:
+        with self._errors("ping the server"):
+            self._client.admin.command("ping")
+
+    def positions(self) -> dict[str, int]:
+        with self._errors("read the journal positions"):
+            return {
+                str(doc["_id"]): int(doc["offset"])
+                for doc in self._positions.find({}, {"offset": 1})
+            }
+
+    def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
+        documents = [_document(entry) for entry in entries]
+        with self._errors(f"commit {file} bytes {start}..{end}"):
+            if self._supports_transactions():
+                return self._commit_in_transaction(file, start, end, documents)
+            return self._commit_standalone(file, start, end, documents)
+
+    def query(self, query: LogQuery) -> list[LogRow]:
+        if query.limit == 0:
+            return []  # pymongo reads limit 0 as "no limit"; SQL's LIMIT 0 returns nothing
+        fields = dict.fromkeys(RECORD_FIELDS, 1)
+        with self._errors("read the logs"):
+            found = self._logs.find(
+                mongo_filter(query), fields, sort=_ORDER, limit=max(query.limit, 0)
+            )
+            return [_row(doc) for doc in found]
+
+    def count(self) -> int:
+        """The collection's record count from its metadata (O(1)).
+
+        `estimated_document_count`, not `count_documents({})`: the latter scans every
+        document, and /checkdb asks often. The metadata is exact on a running server; it
+        can drift only after an unclean shutdown or with orphans on a sharded cluster.
+        """
+        with self._errors("count the logs"):
+            return self._logs.estimated_document_count()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _supports_transactions(self) -> bool:
+        """Replica set or mongos: multi-document transactions are there (pymongo 4.x
+        speaks to no server older than 4.4, so the version needs no check)."""
+        if self._transactions is None:
+            hello = self._client.admin.command("hello")
+            self._transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
+            log.info(
+                "MongoDB at %s: batches commit %s",
+                self.target,
+                "in transactions"
+                if self._transactions
+                else "by position compare-and-set (standalone server)",
+            )
+        return self._transactions
+
+    def _commit_in_transaction(
+        self, file: str, start: int, end: int, documents: list[Document]
+    ) -> int:
+        """Position and records in one transaction: both are written or neither."""
+        attempt = 1
+        with self._client.start_session() as session:
+            while True:
+                try:
+                    with session.start_transaction():
+                        self._move_position(file, start, end, session)
+                        inserted = self._upsert(documents, session)
+                    return inserted
+                except PyMongoError as exc:
+                    # A write conflict (two collectors on one file) is transient: run again
+                    # and the compare-and-set says who won. A lost connection is left to
+                    # the collector's backoff, so an outage surfaces within seconds. If a
+                    # commit's outcome is unknown, the collector's retry meets the moved
+                    # position (PositionConflict) and re-reads positions: nothing doubles.
+                    if (
+                        attempt >= _TRANSACTION_ATTEMPTS
+                        or isinstance(exc, ConnectionFailure)
+                        or not exc.has_error_label("TransientTransactionError")
+                    ):
+                        raise
+                attempt += 1
+                time.sleep(0.05 * attempt)
+
+    def _commit_standalone(self, file: str, start: int, end: int, documents: list[Document]) -> int:
+        """Records first, then the position by compare-and-set: exactly-once all the same.
+
+        A standalone server has no multi-document transactions. Each record's `_id` is its
+        journal position, so writing it again is a duplicate-key no-op: if the process dies
+        after the inserts and before the position moves, the retry from the old position
+        re-inserts nothing. The compare-and-set keeps two collectors from both moving on.
+        """
+        stored = self._stored_position(file)
+        if stored != start:
+            raise PositionConflict(f"{file}: stored position is {stored}, batch starts at {start}")
+        inserted = self._insert_new(documents)
+        self._move_position(file, start, end)
+        return inserted
+
+    def _stored_position(self, file: str) -> int:
+        doc = self._positions.find_one({"_id": file})
+        return int(doc["offset"]) if doc else 0
+
+    def _move_position(
+        self, file: str, start: int, end: int, session: ClientSession | None = None
+    ) -> None:
+        """Move `file`'s offset from `start` to `end`, or raise PositionConflict."""
+        conflict = f"{file}: stored position is not {start}: another collector committed first"
+        try:
+            # A file never seen has position 0 without a document, hence the upsert.
+            result = self._positions.update_one(
+                {"_id": file, "offset": start},
+                {"$set": {"offset": end}},
+                upsert=start == 0,
+                session=session,
+            )
+        except DuplicateKeyError:
+            raise PositionConflict(conflict) from None  # the upsert met a moved document
+        if result.matched_count == 0 and result.upserted_id is None:
+            raise PositionConflict(conflict)
+
+    def _insert_new(self, documents: list[Document]) -> int:
+        """Insert the documents whose `_id` is not stored yet; returns how many."""
+        if not documents:
+            return 0
+        try:
+            return len(self._logs.insert_many(documents, ordered=False).inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(
+                error.get("code") != _DUPLICATE_KEY for error in errors
+            ):
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    def _upsert(self, documents: list[Document], session: ClientSession) -> int:
+        """Insert-if-absent inside a transaction, where a duplicate-key error would abort it."""
+        if not documents:
+            return 0
+        writes = [
+            UpdateOne(
+                {"_id": doc["_id"]},
+                {"$setOnInsert": {k: v for k, v in doc.items() if k != "_id"}},
+                upsert=True,
+            )
+            for doc in documents
+        ]
+        return self._logs.bulk_write(writes, session=session).upserted_count
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn pymongo's errors into StoreUnavailable or StoreError, without the password."""
+        try:
+            yield
+        except PyMongoError as exc:
+            detail = self._scrub(_detail(exc))
+            if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
+                raise StoreUnavailable(
+                    f"MongoDB at {self.target} refused to {doing}: {detail}; check the user, "
+                    "password and authSource in the database URL"
+                ) from exc
+            # ConnectionFailure covers AutoReconnect, NetworkTimeout and
+            # ServerSelectionTimeoutError; `timeout` catches operations that ran out of time.
+            if isinstance(exc, ConnectionFailure) or exc.timeout:
+                raise StoreUnavailable(
+                    f"MongoDB at {self.target} is unreachable, cannot {doing}: {detail}; "
+                    "is the server running and the URL right?"
+                ) from exc
+            raise StoreError(f"MongoDB at {self.target}: cannot {doing}: {detail}") from exc
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _document(entry: JournalEntry) -> Document:
+    # `time` stays the journal's fixed-width ISO string: it sorts as the time it names,
+    # compares with `since`/`until`/cursors as in the SQL stores, and keeps the
+    # microseconds that a BSON date (milliseconds) would lose.
+    return {"_id": entry.pos, **{name: getattr(entry.record, name) for name in RECORD_FIELDS}}
+
+
+def _row(doc: Mapping[str, Any]) -> LogRow:
+    try:
+        record = AccessRecord(
+            time=str(doc["time"]),
+            method=str(doc["method"]),
+            path=str(doc["path"]),
+            query=str(doc["query"]),
+            status=int(doc["status"]),
+            bytes=int(doc["bytes"]),
+            duration_ms=float(doc["duration_ms"]),
+            remote_addr=str(doc["remote_addr"]),
+            user_agent=str(doc["user_agent"]),
+            referrer=str(doc["referrer"]),
+            worker=str(doc["worker"]),
+            request_id=str(doc["request_id"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(
+            f"logs document {doc.get('_id')!r} is not an access record: {exc!r}"
+        ) from None
+    return LogRow(str(doc["_id"]), record)
+
+
+def _detail(exc: Exception) -> str:
+    """The useful part of a pymongo message (not the topology dump or the raw reply)."""
+    if isinstance(exc, BulkWriteError):
+        errors = [*exc.details.get("writeErrors", []), *exc.details.get("writeConcernErrors", [])]
+        # A duplicate is never why a batch failed (they are ignored): name the other error.
+        errors.sort(key=lambda error: error.get("code") == _DUPLICATE_KEY)
+        if errors:
+            return str(errors[0].get("errmsg", exc))
+    text = str(exc)
+    for noise in (", Topology Description:", ", full error:"):
+        text = text.partition(noise)[0]
+    return text
+
+
+def _target(url: str) -> str:
+    """scheme://host[:port][,host...] without credentials, path or options."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        # redact_url reads one host:port; a replica set's seed list names several.
+        scheme, _, rest = url.partition("://")
+        hosts = rest.partition("?")[0].rpartition("@")[2].partition("/")[0]
+        return f"{scheme}://{hosts}"
+
+
+def _secrets(url: str) -> set[str]:
+    """The URL's password, as written and decoded: text no message may contain."""
+    userinfo = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return {secret for secret in (password, unquote(password)) if secret}

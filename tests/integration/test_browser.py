@@ -1,0 +1,189 @@
+"""The endpoint catalogue at `/` in a real Chromium: listed endpoints, Try buttons, no errors."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Error,
+    Locator,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
+
+from cloud_phoenix.app.routes import CRASH_EXIT_CODE
+from tests.fixtures.server import (
+    PhoenixProcess,
+    phoenix_server,  # noqa: F401
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium calls home, and the network is closed here.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 15_000
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+
+
+@dataclass
+class PageWatch:
+    """What the page reported while the test drove it."""
+
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(f"{message.text} ({message.location})")
+
+    def on_page_error(self, error: Error) -> None:
+        self.page_errors.append(f"{error.name}: {error.message}")
+
+    def on_request(self, request: Request) -> None:
+        self.requests.append(request.url)
+
+    def errors(self) -> list[str]:
+        return self.console_errors + self.page_errors
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless; never a downloaded browser."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install chromium`")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=WAIT_MS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_catalogue(browser: Browser, url: str, watch: PageWatch) -> Page:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.on("console", watch.on_console)
+    page.on("pageerror", watch.on_page_error)
+    page.on("request", watch.on_request)
+    response = page.goto(url + "/", wait_until="load")
+    assert response is not None
+    assert response.status == 200
+    return page
+
+
+def section(page: Page, path: str) -> Locator:
+    return page.locator(f'section.endpoint[data-path="{path}"]')
+
+
+def press_try(page: Page, path: str) -> Locator:
+    """Press Try on `path`; returns the section's result box."""
+    endpoint = section(page, path)
+    endpoint.get_by_role("button", name="Try").click()
+    return endpoint.locator(".result")
+
+
+def wait_for_status(result: Locator, status: int) -> None:
+    expect(result).to_be_visible(timeout=WAIT_MS)
+    expect(result.locator(".meta")).to_contain_text(f"status {status}", timeout=WAIT_MS)
+
+
+def test_catalogue_lists_and_tries_endpoints(
+    browser: Browser,
+    phoenix_server: PhoenixProcess,  # noqa: F811
+) -> None:
+    watch = PageWatch()
+    page = open_catalogue(browser, phoenix_server.url, watch)
+
+    openapi_paths = list(httpx.get(phoenix_server.url + "/openapi.json", timeout=5).json()["paths"])
+    listed = page.locator("section.endpoint code.path").all_inner_texts()
+    assert openapi_paths, "the OpenAPI document lists no paths"
+    assert sorted(listed) == sorted(openapi_paths)
+    expect(page).to_have_title("Phoenix: endpoints")
+
+    cert = press_try(page, "/generatecert")
+    wait_for_status(cert, 200)
+    expect(cert.locator(".meta")).to_contain_text(re.compile(r"worker \S+:\d+"))
+    expect(cert.locator(".meta .ok")).to_be_visible()
+    expect(cert.locator("pre.pem").first).to_contain_text("-----BEGIN CERTIFICATE-----")
+    expect(cert.locator(".pem-block h3")).to_have_text(["Certificate (PEM)", "Private key (PEM)"])
+
+    # The collector moves journal lines to the store every 0.2 s: ask again until it has.
+    logs = section(page, "/logs")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        wait_for_status(press_try(page, "/logs"), 200)
+        shown = logs.locator(".result pre.json").inner_text()
+        if '"path": "/generatecert"' in shown or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert '"path": "/generatecert"' in shown, shown[:2000]
+    assert '"status": 200' in shown
+
+    def dismiss(dialog: Dialog) -> None:
+        watch.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
+    with page.expect_event("dialog", timeout=WAIT_MS):
+        press_try(page, "/crash")
+    # A round trip through the page: had the dismissed confirm still called /crash, it has by now.
+    wait_for_status(press_try(page, "/health"), 200)
+    expect(section(page, "/crash").locator(".result")).to_be_hidden()
+    assert len(watch.dialogs) == 1
+    assert watch.dialogs[0].startswith("confirm: This kills the worker")
+    assert not [url for url in watch.requests if "/crash" in url]
+    assert phoenix_server.process.poll() is None, phoenix_server.log_tail()
+    crashes = httpx.get(phoenix_server.url + "/logs", params={"path": "/crash"}, timeout=5)
+    assert crashes.status_code == 200
+    assert crashes.json()["count"] == 0
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "catalogue.png"), full_page=True)
+    assert watch.errors() == []
+
+
+def test_crash_accepted_shows_no_response(
+    browser: Browser,
+    phoenix_server: PhoenixProcess,  # noqa: F811
+) -> None:
+    watch = PageWatch()
+    page = open_catalogue(browser, phoenix_server.url, watch)
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    result = press_try(page, "/crash")
+    expect(result.locator(".meta")).to_contain_text("no response", timeout=WAIT_MS)
+    expect(result.locator(".meta .bad")).to_be_visible()
+    expect(result.locator(".body .note")).to_contain_text("Expected: the worker exited")
+    expect(section(page, "/crash").get_by_role("button", name="Try")).to_be_enabled()
+    # `phoenix serve` is one process: the crash ends it, with the crash exit code.
+    assert phoenix_server.process.wait(WAIT_MS / 1000) == CRASH_EXIT_CODE
+
+    # Chromium logs the failed fetch itself; that line is the expected outcome, not a page bug.
+    network = re.compile(r"^Failed to load resource: net::ERR_\w+ .*/crash")
+    unexpected = [e for e in watch.console_errors if not network.match(e)]
+    assert unexpected == []
+    assert watch.page_errors == []

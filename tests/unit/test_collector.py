@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
+from cloud_phoenix.platform.collector import Collector, measure_lag
+from cloud_phoenix.store import LogQuery, StoreUnavailable
+from cloud_phoenix.store.sqlite import SQLiteStore
+
+
+def record(n: int, when: datetime) -> AccessRecord:
+    return AccessRecord(
+        format_time(when), "GET", "/", "", 200, 5, 1.0, "127.0.0.1", "t", "", "h:1", f"req-{n}"
+    )
+
+
+def write(
+    journal: Path, count: int, start: int = 0, day: datetime = datetime(2026, 11, 27, tzinfo=UTC)
+) -> None:
+    writer = JournalWriter(journal, clock=lambda: day)
+    for n in range(start, start + count):
+        writer.append(record(n, day + timedelta(milliseconds=n)))
+    writer.close()
+
+
+def ids(store: SQLiteStore) -> list[str]:
+    return [row.record.request_id for row in store.query(LogQuery(limit=1000))]
+
+
+def test_collects_every_line_once_across_days_and_runs(tmp_path: Path) -> None:
+    journal, store = tmp_path / "journal", SQLiteStore(tmp_path / "db.sqlite3")
+    write(journal, 120)
+    write(journal, 30, start=120, day=datetime(2026, 11, 28, tzinfo=UTC))
+    collector = Collector(store, journal, batch_size=7)
+    assert collector.collect_once() == 150
+    assert collector.collect_once() == 0
+    write(journal, 10, start=150, day=datetime(2026, 11, 28, tzinfo=UTC))
+    assert Collector(store, journal, batch_size=7).collect_once() == 10
+    assert sorted(ids(store)) == sorted(f"req-{n}" for n in range(160))
+
+
+def test_two_collectors_racing_never_double_a_record(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 200)
+    first = Collector(SQLiteStore(tmp_path / "db"), journal, batch_size=13)
+    second = Collector(SQLiteStore(tmp_path / "db"), journal, batch_size=17)
+    for _ in range(40):
+        first.collect_once()
+        second.collect_once()
+    store = SQLiteStore(tmp_path / "db")
+    assert store.count() == 200
+    assert len(set(ids(store))) == 200
+
+
+def test_a_malformed_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 3)
+    with open(journal / "access-2026-11-27.jsonl", "ab") as handle:
+        handle.write(b"{broken\n")
+    write(journal, 2, start=3)
+    collector = Collector(SQLiteStore(tmp_path / "db"), journal)
+    assert collector.collect_once() == 5
+    assert collector.stats.malformed == 1
+
+
+def test_lag_counts_bytes_and_age_of_the_oldest_uncollected_record(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 4)
+    size = (journal / "access-2026-11-27.jsonl").stat().st_size
+    now = datetime(2026, 11, 27, 0, 1, tzinfo=UTC)
+    lag = measure_lag({}, journal, now)
+    assert lag.bytes == size and lag.files_behind == 1
+    assert lag.seconds == pytest.approx(60, abs=0.01)
+    assert measure_lag({"access-2026-11-27.jsonl": size}, journal, now).bytes == 0
+
+
+def test_an_unreachable_store_raises_and_the_journal_keeps_everything(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 5)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database folder should be")
+    collector = Collector(SQLiteStore(blocker / "db.sqlite3"), journal)
+    with pytest.raises(StoreUnavailable):
+        collector.collect_once()
+    good = SQLiteStore(tmp_path / "db.sqlite3")
+    assert Collector(good, journal).collect_once() == 5
+
+
+def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 5)
+    blocker = tmp_path / "db"
+    blocker.write_text("in the way")
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            blocker.unlink()  # the outage ends
+        return len(sleeps) >= 6
+
+    store = SQLiteStore(blocker / "db.sqlite3")
+    collector = Collector(store, journal, interval=0.1, sleep=sleep)
+    collector.run()
+    assert sleeps[:3] == [0.5, 1.0, 2.0]
+    assert collector.stats.outages == 1
+    assert store.count() == 5

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud_phoenix.config import ConfigError, Settings
+
+
+def test_defaults_keep_the_node_application_names() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 8080
+    assert settings.home == Path("var")
+    assert settings.db_url == "sqlite:///var/db/phoenix.sqlite3"
+    assert settings.journal_dir == Path("var/journal")
+
+
+def test_absolute_home_gives_an_absolute_sqlite_url(tmp_path: Path) -> None:
+    settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path)})
+    assert settings.db_url == f"sqlite:///{tmp_path}/db/phoenix.sqlite3"
+
+
+def test_db_connection_string_is_taken_as_given() -> None:
+    url = "postgresql://u:p@db:5432/phoenix"
+    assert Settings.from_env({"DB_CONNECTION_STRING": url}).db_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("PORT", "http", "PORT"),
+        ("PORT", "70000", "0-65535"),
+        ("PHOENIX_CERT_POOL", "-1", "PHOENIX_CERT_POOL"),
+        ("PHOENIX_CERT_MAX_WAIT", "0", "over 0"),
+        ("PHOENIX_ACCESS_LOG", "maybe", "true or false"),
+        ("PHOENIX_LOG_LEVEL", "loud", "PHOENIX_LOG_LEVEL"),
+        ("DB_CONNECTION_STRING", "just-a-name", "must be a URL"),
+    ],
+)
+def test_invalid_values_name_the_variable(name: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        Settings.from_env({name: value})
+
+
+def test_blank_values_mean_the_default() -> None:
+    assert Settings.from_env({"PORT": " "}).port == 8080

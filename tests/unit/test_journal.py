@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cloud_phoenix.journal import (
+    AccessRecord,
+    JournalWriter,
+    file_name,
+    format_time,
+    journal_files,
+    parse_time,
+    position_key,
+    read_chunk,
+)
+
+
+def record(n: int = 0, **changes: object) -> AccessRecord:
+    fields: dict[str, object] = {
+        "time": "2026-11-27T10:00:00.000001Z",
+        "method": "GET",
+        "path": f"/p{n}",
+        "query": "a=1",
+        "status": 200,
+        "bytes": 10,
+        "duration_ms": 1.5,
+        "remote_addr": "127.0.0.1",
+        "user_agent": 'ua "quoted" ✓',
+        "referrer": "",
+        "worker": "h:1",
+        "request_id": f"r{n}",
+    }
+    fields.update(changes)
+    return AccessRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_time_format_is_fixed_width_and_sorts_like_time() -> None:
+    a = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    b = a + timedelta(microseconds=1)
+    assert len(format_time(a)) == 27
+    assert format_time(a) < format_time(b)
+    assert parse_time(format_time(a)) == a
+
+
+def test_line_round_trip_keeps_every_field() -> None:
+    original = record(7)
+    line = original.to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert AccessRecord.from_line(line.rstrip(b"\n")) == original
+
+
+@pytest.mark.parametrize("line", [b"not json", b"[1,2]", b'{"time": "x"}', b"{}"])
+def test_malformed_lines_raise_value_error(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        AccessRecord.from_line(line)
+
+
+def test_writer_names_files_by_utc_day_and_rolls_over(tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 27, 23, 59, 59, tzinfo=UTC)]
+    writer = JournalWriter(tmp_path, clock=lambda: now[0])
+    writer.append(record(1))
+    now[0] += timedelta(seconds=2)
+    writer.append(record(2))
+    writer.close()
+    assert journal_files(tmp_path) == ["access-2026-11-27.jsonl", "access-2026-11-28.jsonl"]
+    assert file_name(now[0]) == "access-2026-11-28.jsonl"
+
+
+def test_lines_from_two_writers_never_interleave(tmp_path: Path) -> None:
+    clock = lambda: datetime(2026, 11, 27, tzinfo=UTC)  # noqa: E731
+    first, second = JournalWriter(tmp_path, clock), JournalWriter(tmp_path, clock)
+    for n in range(200):
+        (first if n % 2 else second).append(record(n, user_agent="x" * (n * 37 % 3000)))
+    chunk = read_chunk(tmp_path / "access-2026-11-27.jsonl", 0, max_records=1000)
+    assert not chunk.malformed
+    assert sorted(e.record.request_id for e in chunk.entries) == sorted(f"r{n}" for n in range(200))
+
+
+def test_read_chunk_leaves_an_unfinished_line_for_later(tmp_path: Path) -> None:
+    path = tmp_path / "access-2026-11-27.jsonl"
+    whole = record(1).to_line()
+    path.write_bytes(whole + record(2).to_line()[:20])
+    chunk = read_chunk(path, 0, max_records=10)
+    assert [e.record.request_id for e in chunk.entries] == ["r1"]
+    assert chunk.end == len(whole)
+    assert chunk.entries[0].pos == position_key(path.name, 0) == "2026-11-27:000000000000"
+
+
+def test_read_chunk_skips_malformed_lines_and_reports_them(tmp_path: Path) -> None:
+    path = tmp_path / "access-2026-11-27.jsonl"
+    good = record(1).to_line()
+    path.write_bytes(b"garbage\n" + good + b"\n")
+    chunk = read_chunk(path, 0, max_records=10)
+    assert chunk.malformed == [0]
+    assert [e.offset for e in chunk.entries] == [8]
+    assert chunk.end == path.stat().st_size
+
+
+def test_read_chunk_honours_max_records(tmp_path: Path) -> None:
+    path = tmp_path / "access-2026-11-27.jsonl"
+    lines = [record(n).to_line() for n in range(5)]
+    path.write_bytes(b"".join(lines))
+    chunk = read_chunk(path, 0, max_records=2)
+    assert len(chunk.entries) == 2
+    assert chunk.end == len(lines[0]) + len(lines[1])
+
+
+def test_writer_reports_an_unwritable_folder(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders")
+    tmp_path.chmod(0o500)
+    try:
+        writer = JournalWriter(tmp_path)
+        with pytest.raises(OSError):
+            writer.append(record())
+        assert writer.last_error
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_writer_reports_a_full_disk(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    writer = JournalWriter(tmp_path, clock=lambda: datetime(2026, 11, 27, tzinfo=UTC))
+    (tmp_path / "access-2026-11-27.jsonl").symlink_to("/dev/full")
+    with pytest.raises(OSError):
+        writer.append(record())
+    assert writer.last_error and "space" in writer.last_error.lower()
