@@ -98,9 +98,10 @@ def serve() -> None:
     logging.getLogger(__name__).info(
         "serving on http://%s:%d (store %s)", host, port, app.state.runtime.store.backend
     )
+    # Hand uvicorn the socket object, not `fd=`: uvicorn rebuilds an fd as AF_UNIX, and then
+    # TCP_NODELAY is never set and every response waits ~40 ms on delayed ACKs.
     config = uvicorn.Config(
         app,
-        fd=sock.fileno(),
         loop="uvloop",
         http="httptools",
         access_log=False,
@@ -110,7 +111,16 @@ def serve() -> None:
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
     )
-    uvicorn.Server(config).run()
+    # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, into the handler that
+    # was there before it: make that a no-op, so that a graceful stop exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _after_graceful_stop)
+    uvicorn.Server(config).run(sockets=[sock])
+    logging.getLogger(__name__).info("stopped")
+
+
+def _after_graceful_stop(_signum: int, _frame: FrameType | None) -> None:
+    """Reached only after uvicorn has drained and shut the application down."""
 
 
 @cli.command()

@@ -74,7 +74,7 @@ class AccessRecord:
         if not isinstance(data, dict):
             raise ValueError("a journal line must be a JSON object")
         try:
-            return cls(
+            record = cls(
                 time=str(data["time"]),
                 method=str(data["method"]),
                 path=str(data["path"]),
@@ -90,6 +90,19 @@ class AccessRecord:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"journal line is missing or mistypes a field: {exc}") from None
+        for value in (
+            record.method,
+            record.path,
+            record.query,
+            record.remote_addr,
+            record.user_agent,
+            record.referrer,
+            record.worker,
+            record.request_id,
+        ):
+            # JSON can spell a lone surrogate ("\udc80") that no database can store as text.
+            value.encode("utf-8")
+        return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,299 @@
+"""The PostgreSQL store: the `logs` table behind a psycopg 3 connection pool.
+
+`time` is kept as TEXT in `format_time`'s fixed-width UTC form, and `time` and `pos` use
+the "C" collation: byte order is then time order, exactly as in SQLite, so ORDER BY, the
+since/until filters, the cursors and the shared `where_clause` behave identically in every
+store, with no conversion of values on the way in or out (a timestamptz would need both,
+and a locale collation could order punctuation differently from SQLite's BINARY).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.store.base import (
+    RECORD_FIELDS,
+    LogQuery,
+    LogRow,
+    PositionConflict,
+    StoreError,
+    StoreUnavailable,
+    redact_url,
+)
+from cloud_phoenix.store.sqlite import where_clause
+
+Connection = psycopg.Connection[TupleRow]
+
+# The SQL type of each column: the batch insert sends one typed array per column.
+_TYPES = {
+    "pos": "text",
+    "time": "text",
+    "method": "text",
+    "path": "text",
+    "query": "text",
+    "status": "integer",
+    "bytes": "bigint",
+    "duration_ms": "double precision",
+    "remote_addr": "text",
+    "user_agent": "text",
+    "referrer": "text",
+    "worker": "text",
+    "request_id": "text",
+}
+_FIELDS = ("pos", *RECORD_FIELDS)
+_COLUMNS = ", ".join(_FIELDS)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS logs (
+        pos TEXT COLLATE "C" PRIMARY KEY,
+        time TEXT COLLATE "C" NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        bytes BIGINT NOT NULL,
+        duration_ms DOUBLE PRECISION NOT NULL,
+        remote_addr TEXT NOT NULL,
+        user_agent TEXT NOT NULL,
+        referrer TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        request_id TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS logs_time ON logs (time, pos)",
+    "CREATE INDEX IF NOT EXISTS logs_status_time ON logs (status, time)",
+    "CREATE INDEX IF NOT EXISTS logs_path_time ON logs (path, time)",
+    """CREATE TABLE IF NOT EXISTS journal_positions (
+        file TEXT PRIMARY KEY,
+        "offset" BIGINT NOT NULL
+    )""",
+)
+
+# Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog (unique violation on
+# pg_type): every migrating process takes this lock first. The number spells "phoenix".
+_MIGRATE_LOCK = 0x70686F656E6978
+
+# One statement for the whole batch: a column array each, unnested into rows.
+_INSERT = (
+    f"INSERT INTO logs ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 - fixed column names
+    + ", ".join(f"%s::{_TYPES[name]}[]" for name in _FIELDS)
+    + ") ON CONFLICT (pos) DO NOTHING"
+)
+_SELECT_POSITION = 'SELECT "offset" FROM journal_positions WHERE file = %s FOR UPDATE'
+
+
+class PostgresStore:
+    """Records in PostgreSQL; any number of app workers and collectors may share it."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self, url: str, timeout: float = 5.0, connect_timeout: int = 5, max_connections: int = 4
+    ) -> None:
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._conninfo = _conninfo(url, connect_timeout)
+        # Every message names the server by this, never by the URL (it holds the password).
+        self.where = f"PostgreSQL at {_display(url, self._conninfo)}"
+        password = urlsplit(url).password or ""
+        self._secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True)
+        self._pool: ConnectionPool[Connection] | None = None
+        self._lock = threading.Lock()
+        # Set when the server was found unreachable: until a direct connection succeeds again,
+        # callers get StoreUnavailable at once instead of each waiting out the pool timeout.
+        self._down = False
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in {"postgresql", "postgres"}:
+            raise StoreError("a PostgreSQL URL starts with postgresql:// or postgres://")
+        return cls(url)
+
+    def _get_pool(self) -> ConnectionPool[Connection]:
+        # Opened on first use, not in __init__: constructing never blocks nor fails while the
+        # database is down, and no pool thread exists yet when a server forks its workers.
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self.max_connections,
+                    open=True,
+                    name="cloud-phoenix",
+                    timeout=self.timeout,
+                    # Connections broken by a server restart are replaced before use,
+                    # and a failed reconnection is given up soon so a new one starts
+                    # promptly once the server is back.
+                    check=ConnectionPool.check_connection,
+                    reconnect_timeout=10.0,
+                )
+            return self._pool
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A pooled connection inside one transaction: committed on exit, rolled back on error."""
+        if self._down:
+            self._probe()
+        try:
+            with self._get_pool().connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            self._down = True
+            raise StoreUnavailable(self._diagnose()) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._down = True
+            raise StoreUnavailable(f"{self.where} is unavailable: {self._scrub(exc)}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: {self._scrub(exc)}") from exc
+
+    def _probe(self) -> None:
+        """One direct connection: raise StoreUnavailable at once if the server is still away."""
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=2):
+                pass
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"{self.where} is unavailable: {self._scrub(exc)}") from exc
+        self._down = False
+
+    def _diagnose(self) -> str:
+        """Why the pool gave no connection in time: one direct attempt tells down from busy."""
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=2):
+                pass
+        except psycopg.Error as exc:
+            # libpq's message already says what to check (refused, timed out, bad password).
+            return f"{self.where} is unavailable: {self._scrub(exc)}"
+        return (
+            f"{self.where} answers, but no pooled connection was free within "
+            f"{self.timeout:g} s: every connection is busy"
+        )
+
+    def _scrub(self, exc: BaseException) -> str:
+        # libpq does not echo passwords, but a malformed URL can end up quoted in a message.
+        message = " ".join(str(exc).split())
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    def migrate(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            for statement in SCHEMA:
+                conn.execute(statement)
+
+    def ping(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def positions(self) -> dict[str, int]:
+        with self._transaction() as conn:
+            rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
+        return {str(file): int(offset) for file, offset in rows}
+
+    def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
+        with self._transaction() as conn:
+            row = conn.execute(_SELECT_POSITION, (file,)).fetchone()
+            if row is None and start == 0:
+                # First batch of this file: create its row, unless a concurrent collector
+                # just did (ON CONFLICT waits for it), in which case lock and read that one.
+                created = conn.execute(
+                    'INSERT INTO journal_positions (file, "offset") VALUES (%s, 0) '
+                    'ON CONFLICT (file) DO NOTHING RETURNING "offset"',
+                    (file,),
+                ).fetchone()
+                row = created or conn.execute(_SELECT_POSITION, (file,)).fetchone()
+            current = int(row[0]) if row else 0
+            if current != start:
+                # Raising inside the transaction rolls it back: nothing is written.
+                raise PositionConflict(
+                    f"{file}: stored position is {current}, batch starts at {start}"
+                )
+            inserted = 0
+            if entries:
+                columns = list(zip(*(_values(entry) for entry in entries), strict=True))
+                cursor = conn.execute(_INSERT, [list(column) for column in columns])
+                inserted = max(cursor.rowcount, 0)
+            conn.execute('UPDATE journal_positions SET "offset" = %s WHERE file = %s', (end, file))
+        return inserted
+
+    def query(self, query: LogQuery) -> list[LogRow]:
+        where, params = where_clause(query, "%s")
+        sql = (
+            f"SELECT {_COLUMNS} FROM logs{where} "  # noqa: S608 - built from fixed parts
+            "ORDER BY time DESC, pos DESC LIMIT %s"
+        )
+        clean = [_text(value) if isinstance(value, str) else value for value in params]
+        with self._transaction() as conn:
+            rows = conn.execute(sql, [*clean, query.limit]).fetchall()
+        return [LogRow(str(row[0]), AccessRecord(*row[1:])) for row in rows]
+
+    def count(self) -> int:
+        with self._transaction() as conn:
+            row = conn.execute("SELECT count(*) FROM logs").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+def _conninfo(url: str, connect_timeout: int) -> str:
+    """The libpq connection string, with a short connect timeout unless the URL sets one."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        # The message would quote the URL, password included: say what is expected instead.
+        raise StoreError(
+            "cannot read the PostgreSQL URL: expected postgresql://user:password@host:port/database"
+        ) from None
+    params.setdefault("connect_timeout", connect_timeout)
+    params.setdefault("application_name", "cloud-phoenix")
+    return pg_conninfo.make_conninfo("", **params)
+
+
+def _display(url: str, conninfo: str) -> str:
+    """The server for messages: `redact_url`, or libpq's host and port where it cannot tell."""
+    try:
+        shown = redact_url(url)
+    except ValueError:  # several hosts ("h1:5432,h2:5432") are not one port to urlsplit
+        shown = ""
+    if urlsplit(url).hostname and shown:
+        return shown
+    params = pg_conninfo.conninfo_to_dict(conninfo)
+    return f"postgresql://{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and a request for /%00 puts one in the path: replace
+    # it rather than fail the batch, which would stall the collector on that record forever.
+    return value.replace("\x00", "\ufffd")
+
+
+def _values(entry: JournalEntry) -> tuple[object, ...]:
+    r = entry.record
+    return (
+        _text(entry.pos),
+        _text(r.time),
+        _text(r.method),
+        _text(r.path),
+        _text(r.query),
+        int(r.status),
+        int(r.bytes),
+        float(r.duration_ms),
+        _text(r.remote_addr),
+        _text(r.user_agent),
+        _text(r.referrer),
+        _text(r.worker),
+        _text(r.request_id),
+    )

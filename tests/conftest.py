@@ -1,0 +1,6 @@
+"""Fixtures shared by every test folder; each lives in its own module under tests/fixtures."""
+
+from __future__ import annotations
+
+# postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve).
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server"]
