@@ -58,6 +58,13 @@ def test_malformed_lines_raise_value_error(line: bytes) -> None:
         AccessRecord.from_line(line)
 
 
+def test_a_lone_surrogate_is_malformed_not_a_crash_later_in_the_store() -> None:
+    line = record(1).to_line().replace(b'"path":"/p1"', b'"path":"/\\udc80"')
+    assert b"udc80" in line
+    with pytest.raises(ValueError):
+        AccessRecord.from_line(line)
+
+
 def test_writer_names_files_by_utc_day_and_rolls_over(tmp_path: Path) -> None:
     now = [datetime(2026, 11, 27, 23, 59, 59, tzinfo=UTC)]
     writer = JournalWriter(tmp_path, clock=lambda: now[0])
