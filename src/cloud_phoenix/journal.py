@@ -28,7 +28,9 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def format_time(moment: datetime) -> str:
     """UTC, microseconds, fixed width: such strings sort as the times they name."""
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+    utc = moment.astimezone(UTC)
+    # Not strftime("%Y"): glibc does not pad years before 1000 to four digits.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def parse_time(text: str) -> datetime:

@@ -45,6 +45,13 @@ def test_time_format_is_fixed_width_and_sorts_like_time() -> None:
     assert parse_time(format_time(a)) == a
 
 
+def test_years_before_1000_keep_four_digits_and_their_order() -> None:
+    early = datetime(999, 12, 31, tzinfo=UTC)
+    assert format_time(early) == "0999-12-31T00:00:00.000000Z"
+    assert format_time(early) < format_time(datetime(1000, 1, 1, tzinfo=UTC))
+    assert parse_time(format_time(early)) == early
+
+
 def test_line_round_trip_keeps_every_field() -> None:
     original = record(7)
     line = original.to_line()

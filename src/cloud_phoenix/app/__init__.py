@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -99,6 +100,11 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def from_environment() -> FastAPI:
+    """The application for gunicorn (`cloud_phoenix.app:from_environment()`), from os.environ."""
+    return create_app(Settings.from_env(os.environ))
 
 
 def _lag_figures(rt: Runtime) -> dict[str, float]:

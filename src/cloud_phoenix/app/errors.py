@@ -107,6 +107,11 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.get("responses", {})
+            for code, response in responses.items():
+                # An error body is JSON even where the route's success is an HTML page.
+                content = response.get("content", {})
+                if code >= "400" and "text/html" in content and "application/json" not in content:
+                    content["application/json"] = content.pop("text/html")
             if responses.pop("422", None) is not None:
                 responses["400"] = {
                     "description": "Invalid parameters",

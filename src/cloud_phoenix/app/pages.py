@@ -106,7 +106,7 @@ async def cert_render(
         str,
         Query(
             min_length=1,
-            max_length=253,
+            max_length=64,  # the X.509 limit of a common name
             pattern=DNS_NAME_PATTERN,
             description="Common name: a DNS name",
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -128,7 +129,7 @@ async def generate_cert(
         str,
         Query(
             min_length=1,
-            max_length=253,
+            max_length=64,  # the X.509 limit of a common name
             pattern=DNS_NAME_PATTERN,
             description="Common name: a DNS name",
         ),
@@ -182,15 +183,31 @@ def ready(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
 
 
-def _query_time(value: datetime | None, name: str) -> str | None:
+# RFC 3339 date-times, offset required; no dates alone, no Unix timestamps.
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _query_time(value: str | None, name: str) -> str | None:
+    """A time filter as the stores compare it; out-of-range UTC instants are clamped."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
     try:
-        return format_time(value)
-    except (OverflowError, ValueError):
-        raise _bad_request(name, "cannot be read as a UTC time") from None
+        if not TIME_RE.match(value):
+            raise ValueError(value)
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad_request(
+            name, "not a date-time: use RFC 3339, e.g. 2026-11-27T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return format_time(moment)
+    except OverflowError:  # e.g. 0001-01-01T00:00+00:05 is before the first UTC instant
+        offset = moment.utcoffset()
+        return format_time(EARLIEST if offset and offset.total_seconds() > 0 else LATEST)
 
 
 def _bad_request(name: str, detail: str) -> RequestValidationError:
@@ -213,8 +230,20 @@ def read_logs(
             description="Exact request path, e.g. /crash",
         ),
     ] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive)")] = None,
-    until: Annotated[datetime | None, Query(description="Until this time (exclusive)")] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            description="From this time, inclusive (RFC 3339, e.g. 2026-11-27T10:00:00Z)",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(
+            description="Until this time, exclusive (RFC 3339)",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
 ) -> LogsPage:
     cursor: Cursor | None = None
     if before is not None:
