@@ -2,7 +2,9 @@
 
 It wraps the whole application so that every request, including a 404 and an error,
 appends exactly one line to the journal, one combined-format line to stdout, and its
-figures to the metrics. `/crash` calls the recorder itself before the process exits.
+figures to the metrics. The line is written just before the last piece of the response
+is handed to the server, never after the client could have it. `/crash` calls the
+recorder itself before the process exits.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ class RequestLog:
                 message["headers"] = [*message.get("headers", []), *response_headers]
             elif message["type"] == "http.response.body":
                 state["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Record, then answer: a worker killed after the client has its answer
+                    # must not take the record with it.
+                    finish()
             await send(message)
 
         def finish(status: int | None = None) -> None:

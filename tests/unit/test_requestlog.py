@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.app.requestlog import RequestLog, combined_line, valid_request_id
+from cloud_phoenix.journal import AccessRecord, JournalWriter, journal_files
+
+
+async def two_part_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+    await send({"type": "http.response.body", "body": b"de"})
+
+
+def http_scope(**headers: str) -> Scope:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "query_string": b"q=1",
+        "headers": [(k.lower().replace("_", "-").encode(), v.encode()) for k, v in headers.items()],
+        "client": ("10.1.2.3", 5555),
+        "http_version": "1.1",
+    }
+
+
+def journal(directory: Path) -> list[dict[str, object]]:
+    return [
+        json.loads(line)
+        for name in journal_files(directory)
+        for line in (directory / name).read_text().splitlines()
+    ]
+
+
+def test_the_record_is_written_before_the_last_byte_is_handed_over(tmp_path: Path) -> None:
+    middleware = RequestLog(two_part_app, JournalWriter(tmp_path), Metrics(), stdout=False)
+    seen_at_last_body: list[list[dict[str, object]]] = []
+    started: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message)
+        elif not message.get("more_body", False):
+            seen_at_last_body.append(journal(tmp_path))
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(middleware(http_scope(x_request_id="rid-1", user_agent="ua"), receive, send))
+    [records] = seen_at_last_body
+    assert len(records) == 1
+    assert records[0]["status"] == 201 and records[0]["bytes"] == 5
+    assert records[0]["request_id"] == "rid-1" and records[0]["remote_addr"] == "10.1.2.3"
+    assert len(journal(tmp_path)) == 1  # and not a second time on the way out
+    headers = dict(started[0]["headers"])
+    assert headers[b"x-request-id"] == b"rid-1" and b"content-security-policy" in headers
+
+
+def test_an_exception_is_recorded_as_500_once(tmp_path: Path) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    middleware = RequestLog(broken, JournalWriter(tmp_path), Metrics(), stdout=False)
+
+    async def noop_send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(middleware(http_scope(), receive, noop_send))
+    [record] = journal(tmp_path)
+    assert record["status"] == 500
+
+
+def test_request_id_rules() -> None:
+    assert valid_request_id("a" * 128)
+    assert not valid_request_id("a" * 129)
+    assert not valid_request_id("")
+    assert not valid_request_id("a b")
+    assert not valid_request_id("é")
+
+
+def test_combined_line_matches_the_node_format() -> None:
+    from datetime import UTC, datetime
+
+    record = AccessRecord(
+        "2026-11-27T10:00:00.000000Z",
+        "GET",
+        "/logs",
+        "limit=5",
+        200,
+        0,
+        1.0,
+        "127.0.0.1",
+        'curl "8"',
+        "",
+        "h:1",
+        "r",
+    )
+    line = combined_line(record, "1.1", datetime(2026, 11, 27, 10, tzinfo=UTC)).decode()
+    assert line == (
+        '127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET /logs?limit=5 HTTP/1.1" '
+        '200 - "-" "curl \\"8\\""\n'
+    )
