@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
-import socket
 import sys
 from types import FrameType
 from typing import Annotated
 
 import typer
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.config import ConfigError, Settings
-
-# Distinct exit codes for "cannot start" (sysexits.h), so that a supervisor stops instead of
-# restarting in a loop.
-EXIT_UNAVAILABLE = 69  # a service the command needs is down or missing
-EXIT_CANT_CREATE = 73  # PHOENIX_HOME or a file in it cannot be written
-EXIT_PORT_TAKEN = 75
-EXIT_CONFIG = 78  # invalid configuration
+from cloud_phoenix.exitcodes import CannotStart
 
 cli = typer.Typer(
     add_completion=False,
@@ -37,7 +32,7 @@ def load_settings() -> Settings:
     try:
         return Settings.from_env(os.environ)
     except ConfigError as exc:
-        raise fail(f"invalid configuration: {exc}", EXIT_CONFIG) from None
+        raise fail(f"invalid configuration: {exc}", exitcodes.CONFIG) from None
 
 
 def setup_logging(settings: Settings) -> None:
@@ -48,38 +43,20 @@ def setup_logging(settings: Settings) -> None:
     )
 
 
-def prepare_home(settings: Settings) -> None:
-    for folder in (settings.journal_dir, settings.run_dir, settings.home / "db"):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise fail(
-                f"PHOENIX_HOME is not writable ({folder}: {exc.strerror}); set "
-                "PHOENIX_HOME to a folder this user can write",
-                EXIT_CANT_CREATE,
-            ) from None
+@cli.command()
+def up() -> None:
+    """Run the whole stack on PORT: HAProxy, gunicorn workers, collector, autoscaler."""
+    from cloud_phoenix.platform.supervisor import Supervisor, log_to_file
 
-
-def bind(host: str, port: int) -> socket.socket:
-    """Listen on host:port ourselves, so that a taken port is a clear error, not a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    settings = load_settings()
+    setup_logging(settings)
+    supervisor = Supervisor(settings)
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise fail(
-            f"cannot listen on {host}:{port}: {exc.strerror}; is another server using "
-            "it? Set PORT to a free port",
-            EXIT_PORT_TAKEN,
-        ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+        supervisor.prepare()
+    except CannotStart as exc:
+        raise fail(str(exc), exc.code) from None
+    log_to_file(settings)
+    raise typer.Exit(supervisor.run())
 
 
 @cli.command()
@@ -88,11 +65,15 @@ def serve() -> None:
     import uvicorn
 
     from cloud_phoenix.app import create_app
+    from cloud_phoenix.platform.host import listen, prepare_home
 
     settings = load_settings()
     setup_logging(settings)
-    prepare_home(settings)
-    sock = bind(settings.host, settings.port)
+    try:
+        prepare_home(settings)
+        sock = listen(settings.host, settings.port, "application", backlog=2048)
+    except CannotStart as exc:
+        raise fail(str(exc), exc.code) from None
     app = create_app(settings)
     host, port = sock.getsockname()[:2]
     logging.getLogger(__name__).info(
@@ -129,15 +110,18 @@ def collect(
 ) -> None:
     """Tail the journal into the store (exactly once) until stopped."""
     from cloud_phoenix.platform.collector import Collector
+    from cloud_phoenix.platform.host import prepare_home
     from cloud_phoenix.store import StoreError, open_store
 
     settings = load_settings()
     setup_logging(settings)
-    prepare_home(settings)
     try:
+        prepare_home(settings)
         store = open_store(settings.db_url)
+    except CannotStart as exc:
+        raise fail(str(exc), exc.code) from None
     except StoreError as exc:
-        raise fail(str(exc), EXIT_CONFIG) from None
+        raise fail(str(exc), exitcodes.CONFIG) from None
     collector = Collector(
         store, settings.journal_dir, settings.collect_batch, settings.collect_interval
     )
@@ -147,7 +131,8 @@ def collect(
             collector.flush()
         except StoreError as exc:
             raise fail(
-                f"store unavailable, nothing lost (the journal keeps it): {exc}", EXIT_UNAVAILABLE
+                f"store unavailable, nothing lost (the journal keeps it): {exc}",
+                exitcodes.UNAVAILABLE,
             ) from None
         finally:
             store.close()
@@ -167,6 +152,27 @@ def collect(
         collector.run()
     finally:
         store.close()
+
+
+@cli.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the running stack: workers, request rate, restarts, recent events."""
+    from cloud_phoenix.platform.status import read_status, supervisor_alive
+    from cloud_phoenix.platform.status_view import render_status
+
+    settings = load_settings()
+    data = read_status(settings.run_dir)
+    if data is None or not supervisor_alive(data):
+        raise fail(
+            f"no stack is running with PHOENIX_HOME={settings.home} (start one: phoenix up)",
+            exitcodes.NOT_RUNNING,
+        )
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        render_status(data)
 
 
 def main() -> None:

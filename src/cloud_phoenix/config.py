@@ -3,45 +3,64 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-T = TypeVar("T")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class ConfigError(ValueError):
     """A setting has a value the application cannot use; the message names the variable."""
 
 
-def _parse(
-    environ: Mapping[str, str],
-    name: str,
-    default: T,
-    convert: Callable[[str], T],
-    check: Callable[[T], bool],
-    expected: str,
-) -> T:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = convert(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
-    if not check(value):
-        raise ConfigError(f"{name}={raw!r} is out of range: expected {expected}")
-    return value
+class _Reader:
+    """Typed, range-checked reads of environment variables; blank means the default."""
 
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
 
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(raw)
+    def _raw(self, name: str) -> str | None:
+        raw = self.environ.get(name)
+        return None if raw is None or not raw.strip() else raw.strip()
+
+    def number(
+        self, name: str, default: float, low: float, high: float, whole: bool = False
+    ) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        kind = "a whole number" if whole else "a number"
+        try:
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: expected {kind}, {low:g} to {high:g}"
+            ) from None
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{name}={raw!r} is out of range: expected {kind}, {low:g} to {high:g}"
+            )
+        return value
+
+    def whole(self, name: str, default: int, low: int, high: int) -> int:
+        return int(self.number(name, default, low, high, whole=True))
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not valid: expected true or false")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = (self._raw(name) or default).lower()
+        if raw not in choices:
+            raise ConfigError(f"{name}={raw!r} is not valid: expected one of {', '.join(choices)}")
+        return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +81,16 @@ class Settings:
     collect_interval: float = 0.2
     collector_in_process: bool = True
     metrics_dir: Path | None = None
+    min_workers: int = 1
+    max_workers: int = 8
+    scale_rps: float = 10.0
+    scale_in_window: float = 60.0
+    graceful_timeout: float = 20.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build the settings from `environ` (os.environ in the entry point, a dict in tests)."""
+        read = _Reader(environ)
         home = Path(environ.get("PHOENIX_HOME") or "var")
         db_url = environ.get("DB_CONNECTION_STRING") or ""
         if not db_url:
@@ -75,78 +100,33 @@ class Settings:
                 "DB_CONNECTION_STRING must be a URL: sqlite:///path, postgresql://... "
                 "or mongodb://..."
             )
-        level = (environ.get("PHOENIX_LOG_LEVEL") or "info").lower()
-        if level not in {"debug", "info", "warning", "error", "critical"}:
+        min_workers = read.whole("PHOENIX_MIN_WORKERS", 1, 1, 64)
+        max_workers = read.whole("PHOENIX_MAX_WORKERS", max(8, min_workers), 1, 64)
+        if min_workers > max_workers:
             raise ConfigError(
-                f"PHOENIX_LOG_LEVEL={level!r} is not valid: expected debug, info, warning, "
-                "error or critical"
+                f"PHOENIX_MIN_WORKERS={min_workers} is above PHOENIX_MAX_WORKERS={max_workers}"
             )
-        cores = os.cpu_count() or 1
+        metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR")
         return cls(
-            port=_parse(
-                environ, "PORT", 8080, int, lambda v: 0 <= v <= 65535, "a TCP port, 0-65535"
-            ),
+            port=read.whole("PORT", 8080, 0, 65535),
             host=environ.get("PHOENIX_HOST") or "127.0.0.1",
             home=home,
             db_url=db_url,
-            log_level=level,
-            access_log_stdout=_parse(
-                environ, "PHOENIX_ACCESS_LOG", True, _bool, lambda v: True, "true or false"
-            ),
-            cert_pool_size=_parse(
-                environ,
-                "PHOENIX_CERT_POOL",
-                4,
-                int,
-                lambda v: 0 <= v <= 64,
-                "a whole number of spare keys, 0-64",
-            ),
-            cert_concurrency=_parse(
-                environ,
-                "PHOENIX_CERT_CONCURRENCY",
-                cores,
-                int,
-                lambda v: 1 <= v <= 64,
-                "a whole number, 1-64",
-            ),
-            cert_max_wait=_parse(
-                environ,
-                "PHOENIX_CERT_MAX_WAIT",
-                5.0,
-                float,
-                lambda v: 0 < v <= 300,
-                "seconds, over 0 and at most 300",
-            ),
-            ready_max_lag=_parse(
-                environ, "PHOENIX_READY_MAX_LAG", 30.0, float, lambda v: v > 0, "seconds, over 0"
-            ),
-            collect_batch=_parse(
-                environ,
-                "PHOENIX_COLLECT_BATCH",
-                500,
-                int,
-                lambda v: 1 <= v <= 10_000,
-                "a whole number, 1-10000",
-            ),
-            collect_interval=_parse(
-                environ,
-                "PHOENIX_COLLECT_INTERVAL",
-                0.2,
-                float,
-                lambda v: 0 < v <= 60,
-                "seconds, over 0 and at most 60",
-            ),
-            collector_in_process=_parse(
-                environ,
-                "PHOENIX_COLLECTOR_IN_PROCESS",
-                True,
-                _bool,
-                lambda v: True,
-                "true or false",
-            ),
-            metrics_dir=Path(environ["PROMETHEUS_MULTIPROC_DIR"])
-            if environ.get("PROMETHEUS_MULTIPROC_DIR")
-            else None,
+            log_level=read.choice("PHOENIX_LOG_LEVEL", "info", LOG_LEVELS),
+            access_log_stdout=read.flag("PHOENIX_ACCESS_LOG", True),
+            cert_pool_size=read.whole("PHOENIX_CERT_POOL", 4, 0, 64),
+            cert_concurrency=read.whole("PHOENIX_CERT_CONCURRENCY", os.cpu_count() or 1, 1, 64),
+            cert_max_wait=read.number("PHOENIX_CERT_MAX_WAIT", 5.0, 0.001, 300),
+            ready_max_lag=read.number("PHOENIX_READY_MAX_LAG", 30.0, 0.1, 86400),
+            collect_batch=read.whole("PHOENIX_COLLECT_BATCH", 500, 1, 10_000),
+            collect_interval=read.number("PHOENIX_COLLECT_INTERVAL", 0.2, 0.01, 60),
+            collector_in_process=read.flag("PHOENIX_COLLECTOR_IN_PROCESS", True),
+            metrics_dir=Path(metrics_dir) if metrics_dir else None,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            scale_rps=read.number("PHOENIX_SCALE_RPS", 10.0, 0.1, 100_000),
+            scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
+            graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
         )
 
     @property

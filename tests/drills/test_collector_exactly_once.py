@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
-from cloud_phoenix.store import LogQuery, LogStore, open_store
+from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import start_phoenix
 
@@ -35,23 +35,22 @@ def stored_ids(store: LogStore) -> Counter[str]:
         ids.update(row.record.request_id for row in rows)
         if len(rows) < query.limit:
             return ids
-        from cloud_phoenix.store import Cursor
-
         query = LogQuery(limit=1000, before=Cursor(rows[-1].record.time, rows[-1].pos))
 
 
-def wait_for_count(store: LogStore, count: int, timeout: float = 30.0) -> int:
+def wait_for_ids(store: LogStore, wanted: set[str], timeout: float = 30.0) -> Counter[str]:
+    """Every stored request id, once all of `wanted` are in the store (or the time is up)."""
     deadline = time.monotonic() + timeout
-    seen = -1
+    ids: Counter[str] = Counter()
     while time.monotonic() < deadline:
         try:
-            seen = store.count()
-        except Exception:  # the store may still be coming back
-            seen = -1
-        if seen >= count:
-            return seen
-        time.sleep(0.1)
-    return seen
+            ids = stored_ids(store)
+        except StoreError:  # the store may still be coming back
+            ids = Counter()
+        if wanted <= set(ids):
+            break
+        time.sleep(0.2)
+    return ids
 
 
 class JournalFeeder:
@@ -187,8 +186,7 @@ def test_database_outage_mid_stream_loses_and_doubles_nothing(
             traffic(1.5)
             store = open_store(postgres_db_url)
             try:
-                wait_for_count(store, len(answered) + 1, timeout=45)
-                ids = stored_ids(store)
+                ids = wait_for_ids(store, set(answered), timeout=45)
             finally:
                 store.close()
     finally:

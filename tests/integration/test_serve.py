@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_phoenix.cli import EXIT_CANT_CREATE, EXIT_CONFIG, EXIT_PORT_TAKEN
+from cloud_phoenix.exitcodes import CANT_CREATE as EXIT_CANT_CREATE
+from cloud_phoenix.exitcodes import CONFIG as EXIT_CONFIG
+from cloud_phoenix.exitcodes import PORT_TAKEN as EXIT_PORT_TAKEN
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, free_port, start_phoenix
 

@@ -29,10 +29,12 @@ def test_db_connection_string_is_taken_as_given() -> None:
     ("name", "value", "words"),
     [
         ("PORT", "http", "PORT"),
-        ("PORT", "70000", "0-65535"),
+        ("PORT", "70000", "0 to 65535"),
         ("PHOENIX_CERT_POOL", "-1", "PHOENIX_CERT_POOL"),
-        ("PHOENIX_CERT_MAX_WAIT", "0", "over 0"),
+        ("PHOENIX_CERT_MAX_WAIT", "0", "out of range"),
+        ("PHOENIX_MIN_WORKERS", "0", "PHOENIX_MIN_WORKERS"),
         ("PHOENIX_ACCESS_LOG", "maybe", "true or false"),
+        ("PHOENIX_SCALE_RPS", "fast", "a number"),
         ("PHOENIX_LOG_LEVEL", "loud", "PHOENIX_LOG_LEVEL"),
         ("DB_CONNECTION_STRING", "just-a-name", "must be a URL"),
     ],
@@ -44,3 +46,12 @@ def test_invalid_values_name_the_variable(name: str, value: str, words: str) -> 
 
 def test_blank_values_mean_the_default() -> None:
     assert Settings.from_env({"PORT": " "}).port == 8080
+
+
+def test_min_workers_above_max_is_refused() -> None:
+    with pytest.raises(ConfigError, match="PHOENIX_MIN_WORKERS=4 is above PHOENIX_MAX_WORKERS=2"):
+        Settings.from_env({"PHOENIX_MIN_WORKERS": "4", "PHOENIX_MAX_WORKERS": "2"})
+
+
+def test_max_workers_follows_a_high_minimum() -> None:
+    assert Settings.from_env({"PHOENIX_MIN_WORKERS": "12"}).max_workers == 12

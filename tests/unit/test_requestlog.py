@@ -110,3 +110,22 @@ def test_combined_line_matches_the_node_format() -> None:
         '127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET /logs?limit=5 HTTP/1.1" '
         '200 - "-" "curl \\"8\\""\n'
     )
+
+
+def test_the_edge_health_probe_is_counted_but_not_journaled(tmp_path: Path) -> None:
+    metrics = Metrics()
+    middleware = RequestLog(two_part_app, JournalWriter(tmp_path), metrics, stdout=False)
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    probe = {**http_scope(x_phoenix_probe="edge"), "path": "/health"}
+    posing = {**http_scope(x_phoenix_probe="edge", x_forwarded_for="1.2.3.4"), "path": "/health"}
+    asyncio.run(middleware(probe, receive, send))
+    asyncio.run(middleware(posing, receive, send))
+    assert [r["path"] for r in journal(tmp_path)] == ["/health"]  # only the client posing
+    text = metrics.render().decode()
+    assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 1.0' in text

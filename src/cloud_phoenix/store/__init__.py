@@ -1,9 +1,10 @@
-"""Log stores behind one protocol; `open_store` picks one by the URL's scheme."""
+"""Log and event stores behind one protocol; `open_store` picks one by the URL's scheme."""
 
 from __future__ import annotations
 
 from cloud_phoenix.store.base import (
     Cursor,
+    Event,
     LogQuery,
     LogRow,
     LogStore,
@@ -15,6 +16,7 @@ from cloud_phoenix.store.base import (
 
 __all__ = [
     "Cursor",
+    "Event",
     "LogQuery",
     "LogRow",
     "LogStore",

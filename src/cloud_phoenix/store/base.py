@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
 
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 
@@ -29,6 +30,12 @@ RECORD_FIELDS = (
 
 POS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}:\d{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+
+EVENT_KIND_MAX = 64
+EVENT_MESSAGE_MAX = 2000
+EVENTS_LIMIT_MAX = 1000
+_INT64 = range(-(2**63), 2**63)
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class StoreError(Exception):
@@ -87,9 +94,19 @@ class LogRow:
     record: AccessRecord
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the platform did or saw: a restart, a scale event, a CPU peak, a backup."""
+
+    time: str  # journal.format_time() UTC fixed-width string, like records
+    kind: str  # e.g. "worker_restarted", "scaled_out", "child_restarted"
+    message: str  # human text
+    data: dict[str, Any] = field(default_factory=dict)  # JSON details (pids, counts, durations)
+
+
 @runtime_checkable
 class LogStore(Protocol):
-    """The `logs` table or collection, and the journal positions read into it."""
+    """The `logs` and `events` tables or collections, and the journal positions read."""
 
     backend: str
 
@@ -115,6 +132,17 @@ class LogStore(Protocol):
     def count(self) -> int:
         """How many records the store holds."""
 
+    def add_event(self, event: Event) -> None:
+        """Store `event`, checked by `prepare_event`: a long message is cut, never refused."""
+
+    def events(
+        self, limit: int = 50, kind: str | None = None, since: str | None = None
+    ) -> list[Event]:
+        """Up to `limit` (1..1000) events, newest first, ties newest-inserted first.
+
+        `kind` keeps one kind; `since` (inclusive) compares with `time` as text.
+        """
+
     def close(self) -> None:
         """Release connections."""
 
@@ -129,3 +157,80 @@ def redact_url(url: str) -> str:
     netloc = rest.split("/", 1)[0].split("?", 1)[0]
     hosts = netloc.rpartition("@")[2]  # userinfo may itself contain '@' only before the last one
     return f"{scheme}://{hosts}"
+
+
+def prepare_event(event: Event) -> tuple[Event, str]:
+    """The event as every store keeps it, and its `data` as JSON text; StoreError if invalid.
+
+    The message is cut to EVENT_MESSAGE_MAX characters ending in "…", and lone surrogates
+    become U+FFFD: an event must not be lost for its text. `data` comes back in its JSON
+    form (tuples as lists, non-string keys as strings), so every store returns the same.
+    """
+    if not TIME_RE.match(event.time):
+        raise StoreError(
+            f"event time {event.time!r} is not in journal.format_time() form "
+            "(YYYY-MM-DDTHH:MM:SS.ffffffZ, UTC)"
+        )
+    if not event.kind or len(event.kind) > EVENT_KIND_MAX or _SURROGATES.search(event.kind):
+        raise StoreError(
+            f"an event kind is 1 to {EVENT_KIND_MAX} characters of text, "
+            f"not {event.kind[: EVENT_KIND_MAX + 16]!r}"
+        )
+    if not isinstance(event.data, dict):
+        raise StoreError(f"event data must be a dict, not {type(event.data).__name__}")
+    try:
+        # ensure_ascii: the text is then plain ASCII, which every database column holds.
+        text = json.dumps(event.data, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(
+            f"event {event.kind!r}: data must be JSON-serialisable "
+            f"(dicts, lists, strings, numbers, booleans, None): {exc}"
+        ) from None
+    data: dict[str, Any] = json.loads(text)
+    problem = _portable_problem(data)
+    if problem:
+        raise StoreError(f"event {event.kind!r}: data cannot be stored: {problem}")
+    message = _SURROGATES.sub("\ufffd", event.message)
+    if len(message) > EVENT_MESSAGE_MAX:
+        message = message[: EVENT_MESSAGE_MAX - 1] + "…"
+    return replace(event, message=message, data=data), text
+
+
+def check_events_limit(limit: int) -> None:
+    """Raise ValueError unless 1 <= limit <= EVENTS_LIMIT_MAX."""
+    if not 1 <= limit <= EVENTS_LIMIT_MAX:
+        raise ValueError(f"events limit must be 1..{EVENTS_LIMIT_MAX}, not {limit}")
+
+
+def event_data(text: str) -> dict[str, Any]:
+    """A stored `data` column back to its dict; StoreError if it is not a JSON object."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise StoreError(f"stored event data is not a JSON object: {text[:80]!r}")
+    return data
+
+
+def _portable_problem(value: Any) -> str | None:
+    """Why a JSON value could not be kept the same in every store (None: it can).
+
+    MongoDB holds integers in 64 bits, key names without NUL, and only valid UTF-8; a
+    surrogate escaped in JSON text would come back from the SQL stores but not from BSON.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if "\x00" in key or _SURROGATES.search(key):
+                    return f"key {key!r} holds a NUL or an unpaired surrogate"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and _SURROGATES.search(item):
+            return f"string {item[:40]!r} holds an unpaired surrogate"
+        elif isinstance(item, int) and not isinstance(item, bool) and item not in _INT64:
+            return f"integer {item} does not fit in 64 bits"
+    return None

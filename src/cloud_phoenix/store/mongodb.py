@@ -3,6 +3,11 @@
 Because the position is the primary key, writing a record twice leaves one document:
 that is what lets `commit_batch` stay exactly-once on a standalone server, which has no
 multi-document transactions (see `MongoStore._commit_standalone`).
+
+Events go to an `events` collection with the client's ObjectId as `_id`. An ObjectId is
+(seconds, per-process random, per-process counter), so it follows insertion order for the
+events of one process, which is where same-time ties come from (one clock reading used
+twice); events of two processes at the very same microsecond keep a stable, arbitrary order.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -28,11 +34,14 @@ from pymongo.errors import (
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
     RECORD_FIELDS,
+    Event,
     LogQuery,
     LogRow,
     PositionConflict,
     StoreError,
     StoreUnavailable,
+    check_events_limit,
+    prepare_event,
     redact_url,
 )
 
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE = "phoenix"
 LOGS = "logs"
 POSITIONS = "journal_positions"
+EVENTS = "events"
 
 # Short enough that a down server answers /checkdb with a 503 within seconds instead of
 # MongoClient's 30 s default; a value given in the URL's query string wins.
@@ -63,6 +73,11 @@ _INDEXES = [
     IndexModel([("status", ASCENDING), *_ORDER], name="status_time"),
     IndexModel([("path", ASCENDING), *_ORDER], name="path_time"),
 ]
+_EVENT_INDEXES = [
+    IndexModel(_ORDER, name="time_desc_id_desc"),
+    IndexModel([("kind", ASCENDING), *_ORDER], name="kind_time"),
+]
+_EVENT_FIELDS = {"_id": 0, "time": 1, "kind": 1, "message": 1, "data": 1}
 
 Document = dict[str, Any]
 
@@ -111,6 +126,7 @@ class MongoStore:
             ) from None
         self._logs: Collection[Document] = database[LOGS]
         self._positions: Collection[Document] = database[POSITIONS]
+        self._events: Collection[Document] = database[EVENTS]
         self._transactions: bool | None = None
 
     @classmethod
@@ -120,14 +136,15 @@ class MongoStore:
 
     def migrate(self) -> None:
         with self._errors("create the collections and indexes"):
-            # Both up front, as the protocol asks, and so that no transaction has to.
-            for name in (LOGS, POSITIONS):
+            # All up front, as the protocol asks, and so that no transaction has to.
+            for name in (LOGS, POSITIONS, EVENTS):
                 try:
                     self._logs.database.create_collection(name, check_exists=False)
                 except OperationFailure as exc:
                     if exc.code != _NAMESPACE_EXISTS:
                         raise
             self._logs.create_indexes(_INDEXES)
+            self._events.create_indexes(_EVENT_INDEXES)
 
     def ping(self) -> None:
         with self._errors("ping the server"):
@@ -166,6 +183,36 @@ class MongoStore:
         """
         with self._errors("count the logs"):
             return self._logs.estimated_document_count()
+
+    def add_event(self, event: Event) -> None:
+        stored, _ = prepare_event(event)
+        document = {
+            "time": stored.time,
+            "kind": stored.kind,
+            "message": stored.message,
+            "data": stored.data,  # a sub-document: readable and queryable in the shell
+        }
+        with self._errors(f"record a {stored.kind!r} event"):
+            try:
+                self._events.insert_one(document)
+            except InvalidDocument as exc:  # not a PyMongoError: too large, or unencodable
+                raise StoreError(
+                    f"MongoDB at {self.target}: event {stored.kind!r} cannot be stored: "
+                    f"{self._scrub(str(exc))}"
+                ) from None
+
+    def events(
+        self, limit: int = 50, kind: str | None = None, since: str | None = None
+    ) -> list[Event]:
+        check_events_limit(limit)
+        found: Document = {}
+        if kind is not None:
+            found["kind"] = kind
+        if since is not None:
+            found["time"] = {"$gte": since}
+        with self._errors("read the events"):
+            documents = list(self._events.find(found, _EVENT_FIELDS, sort=_ORDER, limit=limit))
+        return [_event(doc) for doc in documents]
 
     def close(self) -> None:
         self._client.close()
@@ -332,6 +379,24 @@ def _row(doc: Mapping[str, Any]) -> LogRow:
             f"logs document {doc.get('_id')!r} is not an access record: {exc!r}"
         ) from None
     return LogRow(str(doc["_id"]), record)
+
+
+def _event(doc: Mapping[str, Any]) -> Event:
+    data = doc.get("data")
+    if not isinstance(data, dict) or not isinstance(doc.get("time"), str):
+        raise StoreError(f"events document {doc!r:.200} is not an event")
+    return Event(doc["time"], str(doc.get("kind", "")), str(doc.get("message", "")), _plain(data))
+
+
+def _plain(value: Any) -> Any:
+    """`value` with BSON's Int64 as int: the data comes back as the types it went in as."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _detail(exc: Exception) -> str:

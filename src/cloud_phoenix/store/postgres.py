@@ -1,10 +1,13 @@
-"""The PostgreSQL store: the `logs` table behind a psycopg 3 connection pool.
+"""The PostgreSQL store: the `logs` and `events` tables behind a psycopg 3 connection pool.
 
 `time` is kept as TEXT in `format_time`'s fixed-width UTC form, and `time` and `pos` use
 the "C" collation: byte order is then time order, exactly as in SQLite, so ORDER BY, the
 since/until filters, the cursors and the shared `where_clause` behave identically in every
 store, with no conversion of values on the way in or out (a timestamptz would need both,
 and a locale collation could order punctuation differently from SQLite's BINARY).
+
+An event's `data` is JSON kept as TEXT, not JSONB: JSONB refuses a NUL in a string and
+rewrites numbers (1e+16 comes back as an integer), and the dict must come back as stored.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
     RECORD_FIELDS,
+    Event,
     LogQuery,
     LogRow,
     PositionConflict,
     StoreError,
     StoreUnavailable,
+    check_events_limit,
+    event_data,
+    prepare_event,
     redact_url,
 )
-from cloud_phoenix.store.sqlite import where_clause
+from cloud_phoenix.store.sqlite import events_where, where_clause
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -75,6 +82,16 @@ SCHEMA = (
         file TEXT PRIMARY KEY,
         "offset" BIGINT NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id BIGSERIAL PRIMARY KEY,
+        time TEXT COLLATE "C" NOT NULL,
+        kind TEXT COLLATE "C" NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    # `id` last: the newest-first read (time, then id, descending) is then an index scan.
+    "CREATE INDEX IF NOT EXISTS events_time ON events (time, id)",
+    "CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, time, id)",
 )
 
 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog (unique violation on
@@ -240,6 +257,28 @@ class PostgresStore:
         with self._transaction() as conn:
             row = conn.execute("SELECT count(*) FROM logs").fetchone()
         return int(row[0]) if row else 0
+
+    def add_event(self, event: Event) -> None:
+        stored, data = prepare_event(event)
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO events (time, kind, message, data) VALUES (%s, %s, %s, %s)",
+                (stored.time, _text(stored.kind), _text(stored.message), data),
+            )
+
+    def events(
+        self, limit: int = 50, kind: str | None = None, since: str | None = None
+    ) -> list[Event]:
+        check_events_limit(limit)
+        where, params = events_where(kind, since, "%s")
+        sql = (
+            f"SELECT time, kind, message, data FROM events{where} "  # noqa: S608 - fixed parts
+            "ORDER BY time DESC, id DESC LIMIT %s"
+        )
+        clean = [_text(value) if isinstance(value, str) else value for value in params]
+        with self._transaction() as conn:
+            rows = conn.execute(sql, [*clean, limit]).fetchall()
+        return [Event(str(r[0]), str(r[1]), str(r[2]), event_data(str(r[3]))) for r in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -12,11 +12,15 @@ from pathlib import Path
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
     RECORD_FIELDS,
+    Event,
     LogQuery,
     LogRow,
     PositionConflict,
     StoreError,
     StoreUnavailable,
+    check_events_limit,
+    event_data,
+    prepare_event,
 )
 
 SCHEMA = """
@@ -42,6 +46,17 @@ CREATE TABLE IF NOT EXISTS journal_positions (
     file TEXT PRIMARY KEY,
     "offset" INTEGER NOT NULL
 );
+-- AUTOINCREMENT: an id is never reused, even after old events are pruned, so it stays
+-- the insertion order that breaks ties between events of the same time.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
+CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, time);
 """
 
 _COLUMNS = ", ".join(("pos", *RECORD_FIELDS))
@@ -70,6 +85,19 @@ def where_clause(query: LogQuery, placeholder: str) -> tuple[str, list[object]]:
     if query.before is not None:
         clauses.append(f"(time < {placeholder} OR (time = {placeholder} AND pos < {placeholder}))")
         params.extend([query.before.time, query.before.time, query.before.pos])
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def events_where(kind: str | None, since: str | None, placeholder: str) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) of an events read, shared by the SQL stores."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if kind is not None:
+        clauses.append(f"kind = {placeholder}")
+        params.append(kind)
+    if since is not None:
+        clauses.append(f"time >= {placeholder}")
+        params.append(since)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -181,6 +209,28 @@ class SQLiteStore:
     def count(self) -> int:
         with self._errors() as conn:
             return int(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+
+    def add_event(self, event: Event) -> None:
+        stored, data = prepare_event(event)
+        with self._errors() as conn:
+            conn.execute(
+                "INSERT INTO events (time, kind, message, data) VALUES (?, ?, ?, ?)",
+                (stored.time, stored.kind, stored.message, data),
+            )
+
+    def events(
+        self, limit: int = 50, kind: str | None = None, since: str | None = None
+    ) -> list[Event]:
+        check_events_limit(limit)
+        where, params = events_where(kind, since, "?")
+        # The rowid `id` is in every index, so (time) and (kind, time) serve this order whole.
+        sql = (
+            f"SELECT time, kind, message, data FROM events{where} "  # noqa: S608 - fixed parts
+            "ORDER BY time DESC, id DESC LIMIT ?"
+        )
+        with self._errors() as conn:
+            rows = conn.execute(sql, [*params, limit]).fetchall()
+        return [Event(row[0], row[1], row[2], event_data(row[3])) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,412 @@
+"""`phoenix up`: the supervisor of the one-host stack.
+
+It owns the listening sockets (the public edge and the workers' backend socket) and hands
+them to its children, so a restarted child never refuses a connection: clients wait in the
+backlog. Children: HAProxy (the edge), a gunicorn master (uvicorn workers running the app;
+gunicorn respawns dead workers) and the collector. Like gunicorn's arbiter, signal handlers
+only enqueue; the loop dispatches them, reaps children, restarts what died (with backoff),
+reconciles the worker count with the autoscaler's desire, and writes the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from cloud_phoenix import exitcodes
+from cloud_phoenix.config import Settings
+from cloud_phoenix.exitcodes import CannotStart
+from cloud_phoenix.journal import format_time
+from cloud_phoenix.platform import autoscale, haproxy
+from cloud_phoenix.platform.children import Child, ChildSpec
+from cloud_phoenix.platform.host import listen, prepare_home
+from cloud_phoenix.platform.status import StackStatus, write_status
+from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1
+GUNICORN_BOOT_ERRORS = {3, 4}  # gunicorn: a worker cannot boot / the app cannot be loaded
+MAX_PENDING_EVENTS = 1000
+
+
+class Supervisor:
+    """Runs the stack until SIGTERM or SIGINT; `run()` returns the exit code."""
+
+    def __init__(self, settings: Settings, store: LogStore | None = None) -> None:
+        self.settings = settings
+        self.policy = autoscale.ScalePolicy(
+            settings.min_workers, settings.max_workers, settings.scale_rps, settings.scale_in_window
+        )
+        self.scale = autoscale.initial_state(self.policy)
+        self.gunicorn_workers = self.scale.desired  # what gunicorn has been told
+        self.store = store
+        self.signals: deque[int] = deque()
+        self.children: dict[str, Child] = {}
+        self.pending_events: deque[Event] = deque(maxlen=MAX_PENDING_EVENTS)
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=20)
+        self.worker_pids: dict[int, float] = {}
+        self.master_pid: int | None = None
+        self.retiring = 0
+        self.worker_restarts = 0
+        self.store_ready = False
+        self.below_since: float | None = None
+        self.started = format_time(datetime.now(UTC))
+        self.status = StackStatus(os.getpid(), settings.port, self.started)
+        self.stopping = False
+        self.exit_code = exitcodes.OK
+        self._wake_r, self._wake_w = os.pipe()
+
+    # -- start ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can refuse to start, before any child runs."""
+        s = self.settings
+        haproxy_bin = haproxy.find_haproxy()
+        if haproxy_bin is None:
+            raise CannotStart(
+                "HAProxy is not installed: install it with "
+                "`apt-get install haproxy` (or run ./phoenix, which does)",
+                exitcodes.UNAVAILABLE,
+            )
+        self.haproxy_bin: str = haproxy_bin
+        prepare_home(s)
+        self.metrics_dir = s.run_dir / "metrics"
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # figures of a previous run
+        self.metrics_dir.mkdir()
+        self.edge = listen(s.host, s.port, "edge")
+        self.backend = listen("127.0.0.1", 0, "workers")
+        backend_port = self.backend.getsockname()[1]
+        self.edge_config = haproxy.EdgeConfig(
+            edge_fd=self.edge.fileno(),
+            backend=f"127.0.0.1:{backend_port}",
+            stats_socket=s.run_dir.resolve() / "haproxy.sock",
+            hard_stop_after=f"{s.graceful_timeout:g}s",
+            served_by=f"phoenix-edge-{os.getpid()}",
+        )
+        self.haproxy_cfg = s.run_dir / "haproxy.cfg"
+        self.haproxy_cfg.write_text(haproxy.render(self.edge_config))
+        try:
+            haproxy.check_config(self.haproxy_bin, self.haproxy_cfg, pass_fds=(self.edge.fileno(),))
+        except haproxy.EdgeConfigError as exc:
+            raise CannotStart(
+                f"HAProxy refuses the rendered configuration: {exc}", exitcodes.CONFIG
+            ) from None
+        self.stats = haproxy.EdgeStats(self.edge_config.stats_socket)
+        if self.store is None:
+            self.store = open_store(s.db_url)
+        self.children = {spec.name: Child(spec) for spec in self._specs()}
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PHOENIX_HOME": str(self.settings.home.resolve()),
+                "PHOENIX_COLLECTOR_IN_PROCESS": "false",
+                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve()),
+            }
+        )
+        return env
+
+    def _gunicorn_spec(self) -> ChildSpec:
+        s = self.settings
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:cloud_phoenix.platform.gunicorn_conf",
+            "--bind",
+            f"fd://{self.backend.fileno()}",
+            "--workers",
+            str(self.gunicorn_workers),
+            "--worker-class",
+            "uvicorn_worker.UvicornWorker",
+            "--preload",  # app imported once in the master: a respawned worker serves at once
+            "--graceful-timeout",
+            f"{s.graceful_timeout:g}",
+            "--timeout",
+            "30",
+            "--keep-alive",
+            "75",  # longer than HAProxy's idle keep-alive to the backend
+            "--forwarded-allow-ips",
+            "127.0.0.1",
+            "--log-level",
+            s.log_level,
+            "--error-logfile",
+            "-",
+            "cloud_phoenix.app:from_environment()",
+        ]
+        return ChildSpec(
+            "gunicorn",
+            argv,
+            self._env(),
+            pass_fds=(self.backend.fileno(),),
+            log_path=s.logs_dir / "gunicorn.log",
+        )
+
+    def _specs(self) -> list[ChildSpec]:
+        env, logs = self._env(), self.settings.logs_dir
+        return [
+            ChildSpec(
+                "collector",
+                [sys.executable, "-m", "cloud_phoenix", "collect"],
+                env,
+                log_path=logs / "collector.log",
+            ),
+            self._gunicorn_spec(),
+            ChildSpec(
+                "haproxy",
+                [self.haproxy_bin, "-f", str(self.haproxy_cfg), "-db"],
+                env,
+                pass_fds=(self.edge.fileno(),),
+                stop_signal=signal.SIGUSR1,
+                log_path=logs / "haproxy.log",
+            ),
+        ]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the children and supervise them until asked to stop (after `prepare()`)."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, self._enqueue)
+        now = time.monotonic()
+        for child in self.children.values():
+            child.start(now)
+        log.info(
+            "phoenix up: edge on http://%s:%d, %d worker(s), store %s",
+            self.settings.host,
+            self.settings.port,
+            self.gunicorn_workers,
+            self.store.backend if self.store else "?",
+        )
+        self.event(
+            "stack_started",
+            f"stack started on port {self.settings.port}",
+            {"port": self.settings.port, "workers": self.gunicorn_workers},
+        )
+        next_second = now
+        try:
+            while not self.stopping:
+                self._wait(TICK)
+                self._dispatch_signals()
+                now = time.monotonic()
+                self._reap_and_restart(now)
+                self._watch_workers(now)
+                if now >= next_second:
+                    next_second = now + 1.0
+                    self._autoscale(now)
+                    self._flush_events()
+                self._write_status()  # every tick: drills read it to the tenth of a second
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _enqueue(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+        os.write(self._wake_w, b"!")
+
+    def _wait(self, timeout: float) -> None:
+        ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        if ready:
+            os.read(self._wake_r, 4096)
+
+    def _dispatch_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log.info("%s: stopping the stack", signal.Signals(signum).name)
+                self.stopping = True
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading the workers (gunicorn HUP)")
+                self.children["gunicorn"].signal(signal.SIGHUP)
+
+    def _reap_and_restart(self, now: float) -> None:
+        for name, child in self.children.items():
+            code = child.reap(now)
+            if code is not None:
+                if name == "gunicorn" and code in GUNICORN_BOOT_ERRORS and child.failures >= 3:
+                    log.error(
+                        "gunicorn cannot load the application (exit %d, %d times): "
+                        "stopping; see %s",
+                        code,
+                        child.failures,
+                        self.settings.logs_dir,
+                    )
+                    self.exit_code = exitcodes.SOFTWARE
+                    self.stopping = True
+                    return
+                log.warning(
+                    "%s exited with %s; restarting in %.2f s",
+                    name,
+                    code,
+                    max(0.0, child.next_start - now),
+                )
+                self.event(
+                    "child_restarted",
+                    f"{name} exited ({code}) and is restarted",
+                    {"child": name, "exit_code": code, "restarts": child.restarts + 1},
+                )
+            if child.process is None and now >= child.next_start:
+                if name == "gunicorn":
+                    child.spec = self._gunicorn_spec()  # with the count desired now
+                    self.worker_pids.clear()
+                    self.retiring = 0
+                child.start(now)
+
+    def _watch_workers(self, now: float) -> None:
+        master = self.children["gunicorn"]
+        pids: set[int] = set()
+        if master.running() and master.pid is not None:
+            try:
+                pids = {p.pid for p in psutil.Process(master.pid).children()}
+            except psutil.Error:
+                pids = set()
+        for gone in set(self.worker_pids) - pids:
+            del self.worker_pids[gone]
+            if self.retiring > 0:
+                self.retiring -= 1
+            elif master.running():
+                self.worker_restarts += 1
+                self.event(
+                    "worker_restarted", f"worker {gone} died; gunicorn replaces it", {"pid": gone}
+                )
+        for new in pids - set(self.worker_pids):
+            self.worker_pids[new] = now
+        running = len(pids)
+        if running < self.scale.desired:
+            self.below_since = self.below_since if self.below_since is not None else now
+        elif self.below_since is not None:
+            below = round(now - self.below_since, 3)
+            self.status.longest_below_desired_s = max(self.status.longest_below_desired_s, below)
+            self.status.below_desired.append((format_time(datetime.now(UTC)), below))
+            del self.status.below_desired[:-100]
+            self.below_since = None
+
+    def _autoscale(self, now: float) -> None:
+        try:
+            rate: float | None = self.stats.request_rate()
+        except haproxy.EdgeStatsError:
+            rate = None
+        self.status.rate_rps = rate
+        decision = autoscale.decide(now, rate, self.scale, self.policy)
+        self.scale = decision.state
+        if decision.changed:
+            self.status.scale_events += 1
+            kind = "scaled_out" if self.scale.desired > self.gunicorn_workers else "scaled_in"
+            self.event(kind, decision.reason, {"desired": self.scale.desired, "rate_rps": rate})
+        self._apply_desired()
+
+    def _apply_desired(self) -> None:
+        """One place changes the worker count: TTIN/TTOU to the gunicorn master."""
+        master = self.children["gunicorn"]
+        if not master.running():
+            return
+        while self.gunicorn_workers < self.scale.desired:
+            master.signal(signal.SIGTTIN)
+            self.gunicorn_workers += 1
+        while self.gunicorn_workers > self.scale.desired:
+            master.signal(signal.SIGTTOU)
+            self.gunicorn_workers -= 1
+            self.retiring += 1
+
+    # -- events and status ------------------------------------------------------------------
+
+    def event(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        """Into the server log, the status, and (soon after) the store's `events`."""
+        event = Event(format_time(datetime.now(UTC)), kind, message, data)
+        log.info("event %s: %s", kind, message)
+        self.pending_events.append(event)
+        self.recent_events.append(
+            {"time": event.time, "kind": kind, "message": message, "data": data}
+        )
+
+    def _flush_events(self) -> None:
+        if self.store is None or not self.pending_events:
+            return
+        if not self.store_ready:
+            try:
+                self.store.migrate()
+            except StoreError as exc:
+                log.debug("events wait for the store: %s", exc)
+                return
+            self.store_ready = True
+        while self.pending_events:
+            try:
+                self.store.add_event(self.pending_events[0])
+            except StoreUnavailable as exc:
+                log.debug("events wait for the store: %s", exc)
+                self.store_ready = False
+                return
+            except StoreError as exc:  # this event can never be stored: do not block the rest
+                log.error("event dropped from the store (kept in this log): %s", exc)
+            self.pending_events.popleft()
+
+    def _write_status(self) -> None:
+        now = time.monotonic()
+        status = self.status
+        status.updated = format_time(datetime.now(UTC))
+        status.workers = {
+            "desired": self.scale.desired,
+            "running": len(self.worker_pids),
+            "pids": [
+                {"pid": pid, "uptime_s": round(now - since, 1)}
+                for pid, since in sorted(self.worker_pids.items())
+            ],
+        }
+        status.children = {
+            name: {
+                "pid": child.pid,
+                "running": child.running(),
+                "restarts": child.restarts,
+                "uptime_s": round(now - child.started_at, 1) if child.running() else 0.0,
+            }
+            for name, child in self.children.items()
+        }
+        status.restarts = self.worker_restarts + sum(c.restarts for c in self.children.values())
+        status.events = list(self.recent_events)
+        status.stopping = self.stopping
+        try:
+            write_status(self.settings.run_dir, status)
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Edge first (stop accepting, finish in-flight), then workers, then the collector."""
+        self.stopping = True
+        self._write_status()
+        self.edge.close()  # new connections are refused from now on, not left in a backlog
+        grace = self.settings.graceful_timeout
+        for name in ("haproxy", "gunicorn", "collector"):
+            child = self.children.get(name)
+            if child is not None and child.process is not None:
+                code = child.stop(grace)
+                log.info("%s stopped (%s)", name, code)
+        self.backend.close()
+        self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})
+        self._flush_events()
+        if self.store is not None:
+            self.store.close()
+        (self.settings.run_dir / "status.json").unlink(missing_ok=True)
+
+
+def log_to_file(settings: Settings) -> None:
+    """The supervisor's log also goes to PHOENIX_HOME/logs/phoenix.log (archived by backups)."""
+    handler = logging.FileHandler(settings.logs_dir / "phoenix.log")
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    )
+    logging.getLogger().addHandler(handler)

@@ -1,0 +1,472 @@
+"""A real HAProxy in front of a tiny backend that can die mid-request: retries, ids, limits.
+
+The test binds both sockets itself, as `phoenix up` does: the edge socket is handed to
+HAProxy (`bind fd@N`), and the backend socket stays open while the backend "restarts",
+so that requests wait in its backlog. Loopback only; every process and thread is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import pytest
+
+from cloud_phoenix.platform.haproxy import (
+    HEALTH_CHECK_AGENT,
+    EdgeConfig,
+    EdgeConfigError,
+    EdgeStats,
+    EdgeStatsError,
+    check_config,
+    command_line,
+    find_haproxy,
+    render,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVED_BY = "edge \"one\" $HOME 100% #1 'x' \\"  # every character the config must escape
+MAX_BODY = 1024
+
+
+@dataclass
+class Seen:
+    """One request as the backend received it."""
+
+    method: str
+    target: str
+    headers: dict[str, list[str]]
+
+    def header(self, name: str) -> list[str]:
+        return self.headers.get(name.lower(), [])
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # HAProxy's health check closes as soon as it has the status line: not an error.
+        pass
+
+
+@dataclass
+class Backend:
+    """A threaded HTTP server on a socket the test owns; it can stop and resume accepting."""
+
+    sock: socket.socket
+    seen: list[Seen] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: QuietServer | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        server = QuietServer(self.sock.getsockname(), _handler(self), False)
+        server.socket.close()
+        server.socket = self.sock  # serve the test's socket, as gunicorn serves fd://N
+        self.server = server
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop accepting, the socket still listening: a gunicorn master restarting."""
+        assert self.server is not None and self.thread is not None
+        self.server.shutdown()
+        self.thread.join(5)
+
+    def resume(self) -> None:
+        assert self.server is not None
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self.thread.daemon = True
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None and self.thread.is_alive():
+            self.pause()
+
+    def requests(self, method: str, target: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.method == method and s.target == target]
+
+
+def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            headers: dict[str, list[str]] = {}
+            for name, value in self.headers.items():
+                headers.setdefault(name.lower(), []).append(value)
+            with backend.lock:
+                backend.seen.append(Seen(self.command, self.path, headers))
+                hits = sum(
+                    1 for s in backend.seen if (s.method, s.target) == (self.command, self.path)
+                )
+            path = unquote(urlsplit(self.path).path)  # what the application routes on
+            # A worker that dies mid-request: the connection closes with no answer.
+            if path.rstrip("/") == "/crash" or (path.startswith("/flaky") and hits == 1):
+                self.close_connection = True
+                return
+            body = json.dumps({"path": path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _any
+
+    return Handler
+
+
+def loopback_listener() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+@dataclass
+class Edge:
+    """A running HAProxy, its configuration and the backend behind it."""
+
+    haproxy: str
+    config: EdgeConfig
+    config_path: Path
+    log_path: Path
+    edge_sock: socket.socket
+    backend: Backend
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The HAProxy started last."""
+        return self.started[-1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_sock.getsockname()[1]}"
+
+    @property
+    def stats(self) -> EdgeStats:
+        return EdgeStats(self.config.stats_socket)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """One more HAProxy on the same edge socket, as the supervisor would start it."""
+        with open(self.log_path, "ab") as sink:
+            process = subprocess.Popen(
+                command_line(self.haproxy, self.config_path),
+                pass_fds=(self.edge_sock.fileno(),),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started.append(process)
+        return process
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def wait_until_answering(self, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"haproxy exited with {process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"the edge did not answer /health within {timeout} s:\n{self.log()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def haproxy() -> str:
+    found = find_haproxy()
+    if found is None:
+        pytest.fail("HAProxy is not installed: apt-get install haproxy")
+    return found
+
+
+@pytest.fixture
+def edge(haproxy: str, tmp_path: Path) -> Iterator[Edge]:
+    edge_sock = loopback_listener()
+    backend = Backend(loopback_listener())
+    run_dir = tmp_path / "run dir"  # a space, to prove the path is quoted
+    run_dir.mkdir()
+    config = EdgeConfig(
+        edge_fd=edge_sock.fileno(),
+        backend=f"127.0.0.1:{backend.sock.getsockname()[1]}",
+        stats_socket=run_dir / "edge.sock",
+        served_by=SERVED_BY,
+        max_body_bytes=MAX_BODY,
+    )
+    config_path = run_dir / "haproxy.cfg"
+    config_path.write_text(render(config))
+    check_config(haproxy, config_path, pass_fds=(edge_sock.fileno(),))
+    edge = Edge(haproxy, config, config_path, tmp_path / "haproxy.log", edge_sock, backend)
+    backend.start()
+    try:
+        edge.wait_until_answering(edge.start())
+        yield edge
+    finally:
+        for process in edge.started:
+            stop(process)
+        backend.stop()
+        backend.sock.close()
+        edge_sock.close()
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def test_get_whose_worker_died_is_retried_with_the_same_request_id(edge: Edge) -> None:
+    response = httpx.get(edge.url + "/flaky", timeout=10)
+    assert response.status_code == 200
+    attempts = edge.backend.requests("GET", "/flaky")
+    assert len(attempts) == 2
+    ids = {tuple(a.header("x-request-id")) for a in attempts}
+    assert ids == {(response.headers["x-request-id"],)}
+
+
+@pytest.mark.parametrize("target", ["/crash", "/crash?now=1", "/crash/", "/%63rash"])
+def test_crash_is_never_retried(edge: Edge, target: str) -> None:
+    response = httpx.get(edge.url + target, timeout=10)
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == "bad gateway"
+    assert len(edge.backend.requests("GET", target)) == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_non_get_is_never_retried(edge: Edge, method: str) -> None:
+    response = httpx.request(method, edge.url + "/flaky", content=b"once", timeout=10)
+    assert response.status_code == 502
+    assert len(edge.backend.requests(method, "/flaky")) == 1
+
+
+def test_requests_wait_in_the_backlog_while_the_backend_restarts(edge: Edge) -> None:
+    edge.backend.pause()
+    answers: list[httpx.Response] = []
+    client = threading.Thread(
+        target=lambda: answers.append(httpx.get(edge.url + "/during-restart", timeout=20))
+    )
+    client.start()
+    try:
+        time.sleep(3)  # longer than a gunicorn master takes to come back
+        [server] = edge.stats.servers()
+        assert server["status"].startswith("UP"), server
+        assert not answers
+    finally:
+        edge.backend.resume()
+        client.join(20)
+    assert [a.status_code for a in answers] == [200]
+    assert len(edge.backend.requests("GET", "/during-restart")) == 1
+
+
+# -- headers -------------------------------------------------------------------------------
+
+
+def test_served_by_is_on_application_and_edge_answers(edge: Edge) -> None:
+    assert httpx.get(edge.url + "/ok").headers["x-served-by"] == SERVED_BY
+    assert httpx.get(edge.url + "/crash").headers["x-served-by"] == SERVED_BY
+
+
+def test_client_request_id_passes_through_unchanged(edge: Edge) -> None:
+    response = httpx.get(edge.url + "/ok", headers={"X-Request-ID": "client-id_42.x~"})
+    [seen] = edge.backend.requests("GET", "/ok")
+    assert seen.header("x-request-id") == ["client-id_42.x~"]
+    assert response.headers["x-request-id"] == "client-id_42.x~"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [[], ["has space"], ["x" * 129], ["a", "b"]],
+    ids=["absent", "space", "too-long", "twice"],
+)
+def test_request_id_is_generated_when_absent_or_unusable(edge: Edge, sent: list[str]) -> None:
+    headers = [("X-Request-ID", value) for value in sent]
+    response = httpx.get(edge.url + "/ok", headers=headers)
+    [seen] = edge.backend.requests("GET", "/ok")
+    [generated] = seen.header("x-request-id")
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert response.headers["x-request-id"] == generated
+
+
+def test_edge_answers_carry_the_request_id(edge: Edge) -> None:
+    response = httpx.get(edge.url + "/crash", headers={"X-Request-ID": "trace-me"})
+    assert response.status_code == 502
+    assert response.headers["x-request-id"] == "trace-me"
+
+
+def test_clients_cannot_forge_forwarded_for(edge: Edge) -> None:
+    httpx.get(edge.url + "/ok", headers={"X-Forwarded-For": "203.0.113.9"})
+    [seen] = edge.backend.requests("GET", "/ok")
+    assert seen.header("x-forwarded-for") == ["127.0.0.1"]
+    assert seen.header("x-forwarded-proto") == ["http"]
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_gets_413_and_never_reaches_the_app(edge: Edge) -> None:
+    response = httpx.post(edge.url + "/big", content=b"x" * (MAX_BODY + 1))
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "content too large",
+        "detail": f"request bodies are limited to {MAX_BODY} bytes",
+    }
+    assert edge.backend.requests("POST", "/big") == []
+    assert httpx.post(edge.url + "/big", content=b"x" * MAX_BODY).status_code == 200
+
+
+def test_chunked_body_is_refused_with_411(edge: Edge) -> None:
+    response = httpx.post(edge.url + "/chunked", content=iter([b"a", b"b"]))
+    assert response.status_code == 411
+    assert response.json()["error"] == "length required"
+    assert edge.backend.requests("POST", "/chunked") == []
+
+
+# -- stats and the admin socket ------------------------------------------------------------
+
+
+def test_stats_report_the_request_rate_and_the_server(edge: Edge) -> None:
+    with httpx.Client() as client:
+        for _ in range(20):
+            client.get(edge.url + "/ok")
+    assert edge.stats.request_rate() > 0
+    [server] = edge.stats.servers()
+    assert server["svname"] == "app1"
+    assert server["status"] == "UP"
+    assert int(edge.stats.frontend()["req_tot"]) >= 20
+    assert edge.stats.info()["Pid"] == str(edge.process.pid)
+
+
+def test_health_checks_say_who_they_are(edge: Edge) -> None:
+    # So that the application's access records can tell them from clients.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        agents = {
+            a for s in edge.backend.requests("GET", "/health") for a in s.header("user-agent")
+        }
+        if HEALTH_CHECK_AGENT in agents:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no health check from {HEALTH_CHECK_AGENT!r} in 5 s")
+
+
+def test_admin_socket_is_private(edge: Edge) -> None:
+    mode = os.stat(edge.config.stats_socket).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_stats_fail_clearly_once_the_edge_is_gone(edge: Edge) -> None:
+    stop(edge.process)
+    with pytest.raises(EdgeStatsError):
+        edge.stats.request_rate()
+
+
+# -- stopping and restarting ---------------------------------------------------------------
+
+
+def test_soft_stop_leaves_the_edge_socket_to_the_next_haproxy(edge: Edge) -> None:
+    edge.process.send_signal(signal.SIGUSR1)
+    assert edge.process.wait(10) == 0
+    # No HAProxy runs now, yet the supervisor's socket still takes the connection.
+    with socket.create_connection(edge.edge_sock.getsockname(), timeout=5) as waiting:
+        waiting.sendall(b"GET /ok HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        edge.start()
+        waiting.settimeout(10)
+        assert waiting.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def test_two_haproxies_share_the_socket_for_a_seamless_reload(edge: Edge) -> None:
+    older = edge.process
+    edge.wait_until_answering(edge.start())
+    older.send_signal(signal.SIGUSR1)  # the old one finishes its requests and leaves
+    with httpx.Client() as client:
+        codes = [client.get(edge.url + "/ok").status_code for _ in range(20)]
+    assert older.wait(10) == 0
+    assert codes == [200] * 20
+    assert edge.process.poll() is None
+
+
+# -- haproxy -c ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"backend": "[::1]:8000", "served_by": "x"},
+        {"backend": "localhost:8000", "no_retry_paths": ("/crash", "/admin/")},
+        {"retries": 0, "maxconn": 1, "backend_maxconn": 1, "max_body_bytes": 1},
+        {"timeout_server": "2m", "timeout_check": "500ms", "hard_stop_after": "1h"},
+    ],
+)
+def test_haproxy_accepts_rendered_configs(
+    haproxy: str, tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    with loopback_listener() as sock:
+        config = EdgeConfig(
+            edge_fd=sock.fileno(),
+            backend="127.0.0.1:8000",
+            stats_socket=tmp_path / "a 'b' \"c\" $d #e" / "h.sock",
+            served_by=SERVED_BY,
+        )
+        path = tmp_path / "haproxy.cfg"
+        path.write_text(render(EdgeConfig(**{**_fields(config), **changes})))
+        check_config(haproxy, path, pass_fds=(sock.fileno(),))
+
+
+def _fields(config: EdgeConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in EdgeConfig.__dataclass_fields__}
+
+
+def test_check_needs_the_edge_descriptor(haproxy: str, tmp_path: Path) -> None:
+    with loopback_listener() as sock:
+        config = EdgeConfig(sock.fileno(), "127.0.0.1:8000", tmp_path / "h.sock")
+        path = tmp_path / "haproxy.cfg"
+        path.write_text(render(config))
+        with pytest.raises(EdgeConfigError, match="file descriptor"):
+            check_config(haproxy, path)
+
+
+def test_check_reports_haproxys_complaint(haproxy: str, tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("frontend edge\n    bogus-directive on\n")
+    with pytest.raises(EdgeConfigError, match="bogus-directive"):
+        check_config(haproxy, path)
+
+
+def test_check_without_haproxy_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(EdgeConfigError, match="apt-get install haproxy"):
+        check_config(str(tmp_path / "no-haproxy"), tmp_path / "haproxy.cfg")
