@@ -175,5 +175,92 @@ def status(
         render_status(data)
 
 
+drill_cli = typer.Typer(no_args_is_help=True, help="Bounded drills against the local stack.")
+cli.add_typer(drill_cli, name="drill")
+
+
+def _running_stack(settings: Settings) -> str:
+    from cloud_phoenix.platform.status import read_status, supervisor_alive
+
+    data = read_status(settings.run_dir)
+    if data is None or not supervisor_alive(data):
+        raise fail(
+            f"no stack is running with PHOENIX_HOME={settings.home}: start one with `phoenix up`",
+            exitcodes.NOT_RUNNING,
+        )
+    return f"http://127.0.0.1:{data['port']}"
+
+
+@drill_cli.command("crash")
+def drill_crash(
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="How long.")] = 20.0,
+    rps: Annotated[float, typer.Option(min=1, max=2000, help="Background load.")] = 100.0,
+    every: Annotated[float, typer.Option(min=0.05, max=60, help="Seconds between crashes.")] = 0.25,
+) -> None:
+    """A /crash every EVERY s for SECONDS s under RPS req/s of GET / and /logs."""
+    from cloud_phoenix.platform.drill import crash_drill
+    from cloud_phoenix.store import open_store
+
+    settings = load_settings()
+    base_url = _running_stack(settings)
+    store = open_store(settings.db_url)
+    try:
+        report = crash_drill(
+            base_url,
+            settings.run_dir,
+            store,
+            seconds=seconds,
+            rps=rps,
+            crash_every=every,
+            progress=typer.echo,
+        )
+    finally:
+        store.close()
+    typer.echo(
+        f"requests sent        {report.sent} (and {report.crashes} /crash)\n"
+        f"failed (not /crash)  {sum(report.failed.values())} {report.failed or ''}\n"
+        f"latency p50 / p99    {report.p50_ms or 0:.1f} / {report.p99_ms or 0:.1f} ms\n"
+        f"longest below desired workers  {report.longest_below_desired_s:.2f} s\n"
+        f"records missing      {len(report.missing)} {report.missing[:5] or ''}\n"
+        f"records doubled      {len(report.doubled)} {report.doubled[:5] or ''}"
+    )
+    typer.secho(
+        "PASSED" if report.passed else "FAILED",
+        fg=typer.colors.GREEN if report.passed else typer.colors.RED,
+    )
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@drill_cli.command("scale")
+def drill_scale(
+    rps: Annotated[float, typer.Option(min=1, max=2000, help="Load of the ramp.")] = 50.0,
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="How long the load lasts.")] = 10.0,
+) -> None:
+    """Ramp the load over the scaling threshold and back; report the reaction times."""
+    from cloud_phoenix.platform.drill import scale_drill
+
+    settings = load_settings()
+    base_url = _running_stack(settings)
+    report = scale_drill(
+        base_url,
+        settings.run_dir,
+        rps=rps,
+        seconds=seconds,
+        rps_per_worker=settings.scale_rps,
+        min_workers=settings.min_workers,
+        settle=settings.scale_in_window + 15,
+        progress=typer.echo,
+    )
+    out = "never" if report.scale_out_s is None else f"{report.scale_out_s:.1f} s"
+    back = "never" if report.scale_in_s is None else f"{report.scale_in_s:.1f} s"
+    typer.echo(
+        f"{report.target_workers} workers expected for {report.rps:g} req/s; peak "
+        f"{report.peak_workers}\nscale-out reached in {out} after the load started\n"
+        f"back at {settings.min_workers} in {back} after the load stopped\n"
+        f"failed requests {sum(report.failed.values())} {report.failed or ''}"
+    )
+    raise typer.Exit(0 if report.passed else 1)
+
+
 def main() -> None:
     cli()

@@ -86,6 +86,7 @@ class Settings:
     scale_rps: float = 10.0
     scale_in_window: float = 60.0
     graceful_timeout: float = 20.0
+    haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -127,6 +128,7 @@ class Settings:
             scale_rps=read.number("PHOENIX_SCALE_RPS", 10.0, 0.1, 100_000),
             scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
             graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
+            haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
         )
 
     @property

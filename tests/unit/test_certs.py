@@ -49,13 +49,16 @@ def test_pool_fills_its_spares_and_hands_each_key_out_once() -> None:
         pool = KeyPool(spare=3, concurrency=2, max_wait=5, generate=generate_key)
         pool.start()
         try:
+            await asyncio.sleep(0.2)
+            assert pool.spare_count == 0  # no key is made before the first request
+            first = await pool.take()
             for _ in range(100):
                 if pool.spare_count == 3:
                     break
                 await asyncio.sleep(0.05)
             assert pool.spare_count == 3
-            keys = [await pool.take() for _ in range(5)]
-            assert len({k.private_numbers().d for k in keys}) == 5
+            keys = [first, *[await pool.take() for _ in range(5)]]
+            assert len({k.private_numbers().d for k in keys}) == 6
         finally:
             pool.stop()
 
@@ -69,11 +72,13 @@ def test_pool_never_runs_more_generations_than_its_concurrency() -> None:
         pool = KeyPool(spare=10, concurrency=2, max_wait=5, generate=gen)
         pool.start()
         try:
+            waiter = asyncio.ensure_future(pool.take())
             await asyncio.sleep(0.1)
             assert pool._inflight == 2
         finally:
             for _ in range(20):
                 gen.gate.release()
+            await waiter
             pool.stop()
 
     asyncio.run(scenario())

@@ -109,7 +109,7 @@ def test_retry_on_dead_worker_but_not_on_slow_answers(text: str) -> None:
     back = lines_of(text, "backend app")
     assert "retry-on conn-failure empty-response" in back
     assert "response-timeout" not in text
-    assert "retries 3" in lines_of(text, "defaults")
+    assert "retries 5" in lines_of(text, "defaults")
     assert "retries 0" in lines_of(render(edge_config(retries=0)), "defaults")
 
 

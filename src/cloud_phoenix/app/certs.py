@@ -67,6 +67,7 @@ class KeyPool:
         self._spares: deque[rsa.RSAPrivateKey] = deque()
         self._waiters: deque[asyncio.Future[rsa.RSAPrivateKey]] = deque()
         self._inflight = 0
+        self._demanded = False
         self._seconds_per_key = 0.1  # refined by every generation (moving average)
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,6 +101,7 @@ class KeyPool:
     async def take(self) -> rsa.RSAPrivateKey:
         if self._executor is None:
             raise RuntimeError("the key pool is not started")
+        self._demanded = True
         if self._spares:
             key = self._spares.popleft()
             self._on_change(len(self._spares))
@@ -129,13 +131,19 @@ class KeyPool:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def _target(self) -> int:
+        # Spares are made only once this process has been asked for a certificate: a worker
+        # that never serves one (or is replaced after a /crash, several times a second in a
+        # drill) must not burn a core on keys nobody takes.
+        return self.spare_target if self._demanded else 0
+
     def _fill(self) -> None:
         if self._executor is None or self._loop is None:
             return
         live_waiters = sum(1 for w in self._waiters if not w.done())
         while (
             self._inflight < self.concurrency
-            and len(self._spares) + self._inflight < self.spare_target + live_waiters
+            and len(self._spares) + self._inflight < self._target() + live_waiters
         ):
             self._inflight += 1
             future = self._loop.run_in_executor(self._executor, self._timed_generate)

@@ -94,6 +94,7 @@ class CrashReport:
     sent: int
     crashes: int
     failed: dict[str, int]  # reason -> count, /crash excluded
+    failed_ids: list[str]  # the first few, to look up in the edge's log
     p50_ms: float | None
     p99_ms: float | None
     longest_below_desired_s: float
@@ -148,6 +149,7 @@ def crash_drill(
         sent=summary.sent,
         crashes=len(run.injected),
         failed=dict(summary.reasons),
+        failed_ids=[f.request_id for f in summary.failed[:10]],
         p50_ms=summary.p50_ms,
         p99_ms=summary.p99_ms,
         longest_below_desired_s=longest,

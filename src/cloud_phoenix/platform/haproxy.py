@@ -105,7 +105,10 @@ class EdgeConfig:
     timeout_http_keep_alive: str = "10s"
     # One /health answer after the connect: a CPU-saturated worker is slow, not dead.
     timeout_check: str = "2s"
-    retries: int = 3
+    # A request in flight on a worker that dies is sent again. Under a crash storm (a
+    # /crash every 250 ms) a slow request can be caught by more than one crash: 3 retries
+    # were exhausted about once in a few thousand requests, 5 were not in our drills.
+    retries: int = 5
     maxconn: int = 4096
     # Requests in flight to the app at once. An async worker accepts without limit, but
     # past a few dozen per host more concurrency only lengthens every answer (certificate

@@ -72,8 +72,8 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything that can refuse to start, before any child runs."""
         s = self.settings
-        haproxy_bin = haproxy.find_haproxy()
-        if haproxy_bin is None:
+        haproxy_bin = s.haproxy_bin or haproxy.find_haproxy()
+        if haproxy_bin is None or not os.access(haproxy_bin, os.X_OK):
             raise CannotStart(
                 "HAProxy is not installed: install it with "
                 "`apt-get install haproxy` (or run ./phoenix, which does)",
@@ -204,6 +204,7 @@ class Supervisor:
                 now = time.monotonic()
                 self._reap_and_restart(now)
                 self._watch_workers(now)
+                self._apply_desired()
                 if now >= next_second:
                     next_second = now + 1.0
                     self._autoscale(now)
@@ -306,17 +307,17 @@ class Supervisor:
             self.status.scale_events += 1
             kind = "scaled_out" if self.scale.desired > self.gunicorn_workers else "scaled_in"
             self.event(kind, decision.reason, {"desired": self.scale.desired, "rate_rps": rate})
-        self._apply_desired()
 
     def _apply_desired(self) -> None:
-        """One place changes the worker count: TTIN/TTOU to the gunicorn master."""
+        """One place changes the worker count: TTIN/TTOU to the gunicorn master, one signal a
+        tick, because signals sent together coalesce and gunicorn queues at most five."""
         master = self.children["gunicorn"]
         if not master.running():
             return
-        while self.gunicorn_workers < self.scale.desired:
+        if self.gunicorn_workers < self.scale.desired:
             master.signal(signal.SIGTTIN)
             self.gunicorn_workers += 1
-        while self.gunicorn_workers > self.scale.desired:
+        elif self.gunicorn_workers > self.scale.desired:
             master.signal(signal.SIGTTOU)
             self.gunicorn_workers -= 1
             self.retiring += 1
