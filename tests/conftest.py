@@ -2,5 +2,6 @@
 
 from __future__ import annotations
 
-# postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve).
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server"]
+# postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve);
+# backend, store_url, connect, store (one fresh store of each kind).
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server", "tests.fixtures.stores"]

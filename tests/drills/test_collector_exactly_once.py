@@ -61,7 +61,7 @@ class JournalFeeder:
         self.written: list[str] = []
         start = datetime(2026, 11, 27, 23, 59, 58, tzinfo=UTC)
         self._clock = [start]
-        self._writer = JournalWriter(journal, clock=lambda: self._clock[0])
+        self._writer = JournalWriter(journal, clock=lambda: self._clock[0].timestamp())  # noqa: PLW0108
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:

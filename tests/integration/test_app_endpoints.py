@@ -201,3 +201,19 @@ def test_cert_render_shows_the_certificate_as_html(client: TestClient) -> None:
     page = client.get("/certRender?cn=example.org")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "-----BEGIN CERTIFICATE-----" in page.text and "CN=example.org" in page.text
+
+
+def test_the_catalogue_fast_path_is_recorded_like_any_request(
+    client: TestClient, tmp_path: Path
+) -> None:
+    assert client.get("/").status_code == 200
+    assert client.post("/").status_code == 405
+    assert client.head("/").status_code in {200, 405}
+    assert [(x["method"], x["path"]) for x in journal_lines(tmp_path)][:2] == [
+        ("GET", "/"),
+        ("POST", "/"),
+    ]
+    text = client.get("/metrics").text
+    assert 'phoenix_requests_total{method="GET",route="/",status="200"} 1.0' in text
+    client.request("BREW", "/")
+    assert 'method="other"' in client.get("/metrics").text  # label set stays bounded

@@ -7,17 +7,14 @@ fresh MongoDB database.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -35,12 +32,6 @@ from tests.fixtures.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = ("sqlite", "postgresql", "mongodb")
-MONGO_ENV = "PHOENIX_TEST_MONGODB_URL"
-MONGO_SKIP = (
-    f"{MONGO_ENV} is not set: MongoDB cannot be installed here; "
-    "the GitHub Actions workflow provides it"
-)
 SECRET = "s3cret-Pa55word"
 FILE = "access-2024-05-01.jsonl"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -111,73 +102,6 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-# -- one fresh store of each kind ---------------------------------------------------------
-
-
-def fresh_mongo_url(base: str) -> str:
-    """`base` with a database of its own; credentials keep authenticating where they did."""
-    parts = urlsplit(base)
-    params = dict(parse_qsl(parts.query))
-    if parts.username and "authSource" not in params:
-        params["authSource"] = parts.path.lstrip("/") or "admin"
-    name = f"phoenix_test_{uuid.uuid4().hex[:12]}"
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", urlencode(params), ""))
-
-
-def drop_mongo_database(url: str) -> None:
-    import pymongo
-
-    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-        url, serverSelectionTimeoutMS=5000
-    )
-    try:
-        client.drop_database(urlsplit(url).path.lstrip("/"))
-    finally:
-        client.close()
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "mongodb" and not os.environ.get(MONGO_ENV):
-        pytest.skip(MONGO_SKIP)
-    return name
-
-
-@pytest.fixture
-def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'phoenix.sqlite'}"
-    elif backend == "postgresql":
-        yield request.getfixturevalue("postgres_db_url")
-    else:
-        url = fresh_mongo_url(os.environ[MONGO_ENV])
-        yield url
-        drop_mongo_database(url)
-
-
-@pytest.fixture
-def connect(store_url: str) -> Iterator[Callable[[], LogStore]]:
-    """Opens (and later closes) stores on the test's database, as separate processes would."""
-    opened: list[LogStore] = []
-
-    def open_one() -> LogStore:
-        store = open_store(store_url)
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def store(connect: Callable[[], LogStore]) -> LogStore:
-    store = connect()
-    store.migrate()
-    return store
 
 
 # -- schema -------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ events, unreachable databases) run for MongoDB here too.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,8 @@ import pytest
 
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
-from tests.integration.test_store_contract import (
-    BACKENDS,
-    MONGO_ENV,
-    MONGO_SKIP,
-    SECRET,
-    drop_mongo_database,
-    fresh_mongo_url,
-    unreachable_url,
-)
+from tests.fixtures.stores import BACKENDS
+from tests.integration.test_store_contract import SECRET, unreachable_url
 
 pytestmark = pytest.mark.integration
 
@@ -48,51 +40,6 @@ def newest_first(added: list[Event]) -> list[Event]:
     """The order `events()` promises: time descending, then the later insertion first."""
     order = sorted(enumerate(added), key=lambda item: (item[1].time, item[0]), reverse=True)
     return [item for _, item in order]
-
-
-# -- one fresh store of each kind (the contract suite's fixtures) -------------------------
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    if name == "mongodb" and not os.environ.get(MONGO_ENV):
-        pytest.skip(MONGO_SKIP)
-    return name
-
-
-@pytest.fixture
-def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'phoenix.sqlite'}"
-    elif backend == "postgresql":
-        yield request.getfixturevalue("postgres_db_url")
-    else:
-        url = fresh_mongo_url(os.environ[MONGO_ENV])
-        yield url
-        drop_mongo_database(url)
-
-
-@pytest.fixture
-def connect(store_url: str) -> Iterator[Callable[[], LogStore]]:
-    """Opens (and later closes) stores on the test's database, as separate processes would."""
-    opened: list[LogStore] = []
-
-    def open_one() -> LogStore:
-        store = open_store(store_url)
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def store(connect: Callable[[], LogStore]) -> LogStore:
-    store = connect()
-    store.migrate()
-    return store
 
 
 # -- round trip and order -----------------------------------------------------------------

@@ -9,7 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cloud_phoenix.app.certs import KeyPool, PoolBusy, generate_key, issue_certificate
+from cloud_phoenix.app.certs import generate_key, issue_certificate, make_spare
+from cloud_phoenix.app.keypool import KeyPool, PoolBusy
 
 KEYS = [generate_key() for _ in range(3)]
 
@@ -144,3 +145,13 @@ def test_waiters_are_served_in_arrival_order() -> None:
         pool.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_spare_comes_with_a_ready_certificate_for_the_defaults_only_while_fresh() -> None:
+    spare = make_spare()
+    assert spare.certificate("localhost", 365, spare.made + 1) is spare.ready
+    assert spare.certificate("example.org", 365, spare.made + 1) is None
+    assert spare.certificate("localhost", 30, spare.made + 1) is None
+    assert spare.certificate("localhost", 365, spare.made + 3600) is None
+    cert = x509.load_pem_x509_certificate(spare.ready.cert.encode())
+    assert cert.public_key().public_numbers() == spare.key.public_key().public_numbers()

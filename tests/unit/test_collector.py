@@ -20,7 +20,7 @@ def record(n: int, when: datetime) -> AccessRecord:
 def write(
     journal: Path, count: int, start: int = 0, day: datetime = datetime(2026, 11, 27, tzinfo=UTC)
 ) -> None:
-    writer = JournalWriter(journal, clock=lambda: day)
+    writer = JournalWriter(journal, clock=day.timestamp)
     for n in range(start, start + count):
         writer.append(record(n, day + timedelta(milliseconds=n)))
     writer.close()

@@ -74,7 +74,7 @@ def test_a_lone_surrogate_is_malformed_not_a_crash_later_in_the_store() -> None:
 
 def test_writer_names_files_by_utc_day_and_rolls_over(tmp_path: Path) -> None:
     now = [datetime(2026, 11, 27, 23, 59, 59, tzinfo=UTC)]
-    writer = JournalWriter(tmp_path, clock=lambda: now[0])
+    writer = JournalWriter(tmp_path, clock=lambda: now[0].timestamp())  # noqa: PLW0108 - now[0] moves
     writer.append(record(1))
     now[0] += timedelta(seconds=2)
     writer.append(record(2))
@@ -84,7 +84,7 @@ def test_writer_names_files_by_utc_day_and_rolls_over(tmp_path: Path) -> None:
 
 
 def test_lines_from_two_writers_never_interleave(tmp_path: Path) -> None:
-    clock = lambda: datetime(2026, 11, 27, tzinfo=UTC)  # noqa: E731
+    clock = datetime(2026, 11, 27, tzinfo=UTC).timestamp
     first, second = JournalWriter(tmp_path, clock), JournalWriter(tmp_path, clock)
     for n in range(200):
         (first if n % 2 else second).append(record(n, user_agent="x" * (n * 37 % 3000)))
@@ -138,7 +138,7 @@ def test_writer_reports_an_unwritable_folder(tmp_path: Path) -> None:
 def test_writer_reports_a_full_disk(tmp_path: Path) -> None:
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
-    writer = JournalWriter(tmp_path, clock=lambda: datetime(2026, 11, 27, tzinfo=UTC))
+    writer = JournalWriter(tmp_path, clock=lambda: datetime(2026, 11, 27, tzinfo=UTC).timestamp())
     (tmp_path / "access-2026-11-27.jsonl").symlink_to("/dev/full")
     with pytest.raises(OSError):
         writer.append(record())

@@ -15,7 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 from cloud_phoenix import __version__
 from cloud_phoenix.app import errors, pages, routes
-from cloud_phoenix.app.certs import KeyPool
+from cloud_phoenix.app.certs import make_spare
+from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.app.requestlog import RequestLog
 from cloud_phoenix.app.runtime import Runtime
@@ -42,6 +43,7 @@ def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
             settings.cert_pool_size,
             settings.cert_concurrency,
             settings.cert_max_wait,
+            generate=make_spare,
             on_change=metrics.spare_keys.set,
         ),
     )
@@ -88,9 +90,6 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(
-        RequestLog, journal=rt.journal, metrics=rt.metrics, stdout=settings.access_log_stdout
-    )
     rt.metrics.add_computed(lambda: _lag_figures(rt))
 
     def openapi() -> dict[str, Any]:
@@ -99,6 +98,12 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.state.index_page = pages.render_index(app)
+    # The last added is the outermost: every request, the static pages too, is recorded.
+    app.add_middleware(pages.StaticPages, pages={"/": app.state.index_page})
+    app.add_middleware(
+        RequestLog, journal=rt.journal, metrics=rt.metrics, stdout=settings.access_log_stdout
+    )
     return app
 
 

@@ -1,20 +1,15 @@
-"""RSA keys generated ahead in a bounded pool, and the self-signed certificates built on them.
+"""RSA keys and the self-signed certificates built on them.
 
-Key generation (tens of milliseconds of CPU) runs in a few threads: `cryptography` releases
-the GIL while OpenSSL works, so the event loop keeps serving. A key is handed out once,
-lives only in memory, and is never logged.
+A spare key is made ahead together with a certificate for the default parameters, so a
+`/generatecert` that finds a spare in the pool (app/keypool.py) only serialises it. A key is
+handed out once, lives only in memory, and is never logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,155 +27,36 @@ DNS_NAME_PATTERN = (
 )
 
 
+DEFAULT_CN = "localhost"
+DEFAULT_DAYS = 365
+# A spare's ready-made certificate is used only if it was signed this recently: its validity
+# starts when it was signed, and a client expects it to start about when it asked.
+READY_MAX_AGE = 60.0
+
+
 def generate_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
 
 
-class PoolBusy(Exception):
-    """Every generator is taken and the wait would exceed the bound: try again later."""
+@dataclass(frozen=True, slots=True)
+class SpareKey:
+    """A key made ahead, with a certificate for the default parameters already signed."""
 
-    def __init__(self, retry_after: int, detail: str) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
+    key: rsa.RSAPrivateKey
+    ready: IssuedCertificate
+    made: float  # time.monotonic() when signed
+
+    def certificate(self, common_name: str, days: int, now: float) -> IssuedCertificate | None:
+        """The ready-made certificate, if it is the one asked for and still fresh."""
+        fresh = now - self.made <= READY_MAX_AGE
+        wanted = common_name == DEFAULT_CN and days == DEFAULT_DAYS
+        return self.ready if fresh and wanted else None
 
 
-class KeyPool:
-    """Spare keys made ahead, and at most `concurrency` generations at once.
-
-    Requests that find no spare key wait in arrival order; one whose estimated wait
-    exceeds `max_wait` is refused at once (PoolBusy) instead of queueing without limit.
-    """
-
-    def __init__(
-        self,
-        spare: int,
-        concurrency: int,
-        max_wait: float,
-        generate: Callable[[], rsa.RSAPrivateKey] = generate_key,
-        on_change: Callable[[int], None] | None = None,
-    ) -> None:
-        self.spare_target = spare
-        self.concurrency = concurrency
-        self.max_wait = max_wait
-        self._generate = generate
-        self._on_change = on_change or (lambda _n: None)
-        self._spares: deque[rsa.RSAPrivateKey] = deque()
-        self._waiters: deque[asyncio.Future[rsa.RSAPrivateKey]] = deque()
-        self._inflight = 0
-        self._demanded = False
-        self._seconds_per_key = 0.1  # refined by every generation (moving average)
-        self._executor: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def spare_count(self) -> int:
-        return len(self._spares)
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="keygen")
-        self._fill()
-
-    def stop(self) -> None:
-        for waiter in self._waiters:
-            waiter.cancel()
-        self._waiters.clear()
-        self._spares.clear()
-        self._on_change(0)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-
-    def estimated_wait(self) -> float:
-        """Seconds a new request would wait for a key: the queue ahead of it, in rounds."""
-        if self._spares:
-            return 0.0
-        rounds = len(self._waiters) // self.concurrency + 1
-        return rounds * self._seconds_per_key
-
-    async def take(self) -> rsa.RSAPrivateKey:
-        if self._executor is None:
-            raise RuntimeError("the key pool is not started")
-        self._demanded = True
-        if self._spares:
-            key = self._spares.popleft()
-            self._on_change(len(self._spares))
-            self._fill()
-            return key
-        wait = self.estimated_wait()
-        if wait > self.max_wait:
-            raise PoolBusy(
-                max(1, math.ceil(wait)),
-                f"{len(self._waiters)} certificate requests are already waiting; "
-                f"the wait would be about {wait:.1f} s",
-            )
-        assert self._loop is not None
-        waiter: asyncio.Future[rsa.RSAPrivateKey] = self._loop.create_future()
-        self._waiters.append(waiter)
-        self._fill()
-        try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout=self.max_wait)
-        except TimeoutError:
-            raise PoolBusy(
-                max(1, math.ceil(self._seconds_per_key * 2)),
-                f"no key could be generated within {self.max_wait:g} s",
-            ) from None
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def _target(self) -> int:
-        # Spares are made only once this process has been asked for a certificate: a worker
-        # that never serves one (or is replaced after a /crash, several times a second in a
-        # drill) must not burn a core on keys nobody takes.
-        return self.spare_target if self._demanded else 0
-
-    def _fill(self) -> None:
-        if self._executor is None or self._loop is None:
-            return
-        live_waiters = sum(1 for w in self._waiters if not w.done())
-        while (
-            self._inflight < self.concurrency
-            and len(self._spares) + self._inflight < self._target() + live_waiters
-        ):
-            self._inflight += 1
-            future = self._loop.run_in_executor(self._executor, self._timed_generate)
-            future.add_done_callback(self._generated)
-
-    def _timed_generate(self) -> tuple[rsa.RSAPrivateKey, float]:
-        started = time.perf_counter()
-        key = self._generate()
-        return key, time.perf_counter() - started
-
-    def _generated(self, future: asyncio.Future[tuple[rsa.RSAPrivateKey, float]]) -> None:
-        self._inflight -= 1
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            log.error("RSA key generation failed: %s", error)
-            self._fail_one(error)
-            return
-        key, seconds = future.result()
-        self._seconds_per_key = 0.8 * self._seconds_per_key + 0.2 * seconds
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(key)
-                break
-        else:
-            self._spares.append(key)
-            self._on_change(len(self._spares))
-        self._fill()
-
-    def _fail_one(self, error: BaseException) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-                return
+def make_spare() -> SpareKey:
+    """A new key and its default certificate (runs in a generator thread)."""
+    key = generate_key()
+    return SpareKey(key, issue_certificate(key, DEFAULT_CN, DEFAULT_DAYS), time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from cloud_phoenix.app.certs import PoolBusy
+from cloud_phoenix.app.keypool import PoolBusy
 from cloud_phoenix.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloud_phoenix.app.certs import DNS_NAME_PATTERN
 from cloud_phoenix.app.errors import ErrorBody
-from cloud_phoenix.app.routes import _issue, runtime
+from cloud_phoenix.app.requestlog import ROUTE_KEY
+from cloud_phoenix.app.routes import CommonName, ValidityDays, issue_certificate_for, runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONFIRM = {"/crash": "This kills the worker that answers. The platform must bring it back. Go on?"}
@@ -82,16 +83,43 @@ def _kind(schema: dict[str, Any]) -> str:
     return "number" if types & {"integer", "number"} else "text"
 
 
+def render_index(app: FastAPI) -> bytes:
+    """The catalogue page, rendered once: it does not change while the process runs."""
+    template: Template = app.state.templates.get_template("index.html")
+    return template.render(endpoints=catalogue(app.openapi()), version=app.version).encode()
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index(request: Request) -> HTMLResponse:
-    page: bytes | None = getattr(request.app.state, "index_page", None)
-    if page is None:  # rendered once: the catalogue does not change while the process runs
-        template = request.app.state.templates.get_template("index.html")
-        page = template.render(
-            endpoints=catalogue(request.app.openapi()), version=request.app.version
-        ).encode()
-        request.app.state.index_page = page
-    return HTMLResponse(page)
+    # Reached only by what StaticPages lets through (a HEAD, say); GET / never gets here.
+    return HTMLResponse(request.app.state.index_page)
+
+
+class StaticPages:
+    """Pages fixed for the life of the process (the catalogue), answered without the
+    framework's routing: `GET /` is the most requested page and the cheapest to answer."""
+
+    def __init__(self, app: ASGIApp, pages: dict[str, bytes]) -> None:
+        self.app = app
+        self.pages = {
+            path: (
+                body,
+                [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            )
+            for path, body in pages.items()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        page = self.pages.get(scope["path"]) if scope["type"] == "http" else None
+        if page is None or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        scope[ROUTE_KEY] = scope["path"]
+        await send({"type": "http.response.start", "status": 200, "headers": page[1]})
+        await send({"type": "http.response.body", "body": page[0]})
 
 
 @router.get(
@@ -102,17 +130,9 @@ async def index(request: Request) -> HTMLResponse:
 )
 async def cert_render(
     request: Request,
-    cn: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=64,  # the X.509 limit of a common name
-            pattern=DNS_NAME_PATTERN,
-            description="Common name: a DNS name",
-        ),
-    ] = "localhost",
-    days: Annotated[int, Query(ge=1, le=825, description="Validity in days")] = 365,
+    cn: CommonName = "localhost",
+    days: ValidityDays = 365,
 ) -> HTMLResponse:
-    issued = await _issue(runtime(request), cn, days)
+    issued = await issue_certificate_for(runtime(request), cn, days)
     html = request.app.state.templates.get_template("cert.html").render(cert=issued)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

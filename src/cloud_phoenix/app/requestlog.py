@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FINISH_KEY = "phoenix.finish"
 REQUEST_ID_KEY = "phoenix.request_id"
+ROUTE_KEY = "phoenix.route"  # set by handlers outside the router (the static pages)
 MAX_REQUEST_ID = 128
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -66,7 +66,11 @@ def combined_line(record: AccessRecord, http_version: str, started: datetime) ->
 
 
 class RequestLog:
-    """Request id, security headers, journal line, stdout line and metrics for each request."""
+    """Request id, security headers, journal line, stdout line and metrics for each request.
+
+    This runs for every request, so it is written for speed: no framework objects, one pass
+    over the headers, the time formatted once, metric children cached by label.
+    """
 
     def __init__(
         self, app: ASGIApp, journal: JournalWriter, metrics: Metrics, stdout: bool = True
@@ -76,71 +80,84 @@ class RequestLog:
         self.metrics = metrics
         self.stdout = stdout
         self._worker = worker_id()
+        self._worker_header = (b"x-phoenix-worker", self._worker.encode())
         self._pid = os.getpid()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = datetime.now(UTC)
+        started = time.time()
         clock = time.perf_counter()
-        headers = _headers(scope)
-        request_id = headers.get("x-request-id", "")
+        request_id = user_agent = referrer = ""
+        probe = forwarded = False
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"referer":
+                referrer = value.decode("latin-1")
+            elif name == b"x-phoenix-probe":
+                probe = True
+            elif name == b"x-forwarded-for":
+                forwarded = True
         if not valid_request_id(request_id):
-            request_id = uuid.uuid4().hex
-        if self._pid != os.getpid():  # forked after construction
+            request_id = os.urandom(16).hex()
+        if self._pid != os.getpid():  # forked after construction (gunicorn --preload)
             self._pid, self._worker = os.getpid(), worker_id()
-        worker = self._worker
+            self._worker_header = (b"x-phoenix-worker", self._worker.encode())
         # HAProxy's health checks reach the workers directly; anything from a client comes
         # through the edge, which always sets X-Forwarded-For, so a client cannot pose as one.
-        probe = (
-            scope["path"] == "/health"
-            and "x-phoenix-probe" in headers
-            and "x-forwarded-for" not in headers
-        )
-        state = {"status": 500, "bytes": 0, "done": False}
-        response_headers = [
+        probe = probe and not forwarded and scope["path"] == "/health"
+        status = 500
+        sent = 0
+        done = False
+        extra_headers = [
             (b"x-request-id", request_id.encode()),
-            (b"x-phoenix-worker", worker.encode()),
+            self._worker_header,
             *SECURITY_HEADERS,
         ]
 
+        def finish(final_status: int | None = None) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            duration = time.perf_counter() - clock
+            code = status if final_status is None else final_status
+            if probe:  # the edge's own health check: counted in the metrics, not a request
+                self.metrics.observe("/health", "GET", code, duration)
+                return
+            client = scope.get("client")
+            record = AccessRecord(
+                time=format_time(datetime.fromtimestamp(started, UTC)),
+                method=scope["method"],
+                path=scope["path"],
+                query=scope["query_string"].decode("latin-1"),
+                status=code,
+                bytes=sent,
+                duration_ms=round(duration * 1000, 3),
+                remote_addr=client[0] if client else "",
+                user_agent=user_agent,
+                referrer=referrer,
+                worker=self._worker,
+                request_id=request_id,
+            )
+            self._record(record, scope, started, duration)
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), *response_headers]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
             elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+                sent += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     # Record, then answer: a worker killed after the client has its answer
                     # must not take the record with it.
                     finish()
             await send(message)
-
-        def finish(status: int | None = None) -> None:
-            if state["done"]:
-                return
-            state["done"] = True
-            if probe:  # the edge's own health check: counted in the metrics, not a request
-                self.metrics.requests.labels("/health", "GET", str(state["status"])).inc()
-                return
-            duration = time.perf_counter() - clock
-            client = scope.get("client")
-            record = AccessRecord(
-                time=format_time(started),
-                method=scope["method"],
-                path=scope["path"],
-                query=scope.get("query_string", b"").decode("latin-1"),
-                status=status if status is not None else int(state["status"]),
-                bytes=int(state["bytes"]),
-                duration_ms=round(duration * 1000, 3),
-                remote_addr=client[0] if client else "",
-                user_agent=headers.get("user-agent", ""),
-                referrer=headers.get("referer", ""),
-                worker=worker,
-                request_id=request_id,
-            )
-            self._record(record, scope, started, duration)
 
         scope[FINISH_KEY] = finish
         scope[REQUEST_ID_KEY] = request_id
@@ -149,9 +166,7 @@ class RequestLog:
         finally:
             finish()
 
-    def _record(
-        self, record: AccessRecord, scope: Scope, started: datetime, duration: float
-    ) -> None:
+    def _record(self, record: AccessRecord, scope: Scope, started: float, duration: float) -> None:
         try:
             self.journal.append(record)
         except OSError as exc:
@@ -159,25 +174,21 @@ class RequestLog:
             log.error("journal write failed, request %s not recorded: %s", record.request_id, exc)
         if self.stdout:
             with contextlib.suppress(OSError):  # a closed stdout must not fail the request
-                os.write(1, combined_line(record, scope.get("http_version", "1.1"), started))
-        route = _route_label(scope)
-        self.metrics.requests.labels(route, record.method, str(record.status)).inc()
-        self.metrics.latency.labels(route).observe(duration)
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    wanted = {b"x-request-id", b"user-agent", b"referer", b"x-phoenix-probe", b"x-forwarded-for"}
-    found: dict[str, str] = {}
-    for name, value in scope.get("headers", []):
-        if name in wanted:
-            found[name.decode()] = value.decode("latin-1")
-    return found
+                os.write(
+                    1,
+                    combined_line(
+                        record,
+                        scope.get("http_version", "1.1"),
+                        datetime.fromtimestamp(started, UTC),
+                    ),
+                )
+        self.metrics.observe(_route_label(scope), record.method, record.status, duration)
 
 
 def _route_label(scope: Scope) -> str:
     route: Any = scope.get("route")
     path: str | None = getattr(route, "path", None)
-    return path if path else "unmatched"
+    return path or scope.get(ROUTE_KEY) or "unmatched"
 
 
 FinishCallback = Callable[[int | None], None]

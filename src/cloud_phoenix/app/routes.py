@@ -34,6 +34,18 @@ ERROR_503: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter()
 
+# The certificate parameters of /generatecert and /certRender.
+CommonName = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,  # the X.509 limit of a common name
+        pattern=DNS_NAME_PATTERN,
+        description="Common name: a DNS name",
+    ),
+]
+ValidityDays = Annotated[int, Query(ge=1, le=825, description="Validity in days")]
+
 
 def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
@@ -125,24 +137,18 @@ async def crash(request: Request) -> Response:
 )
 async def generate_cert(
     request: Request,
-    cn: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=64,  # the X.509 limit of a common name
-            pattern=DNS_NAME_PATTERN,
-            description="Common name: a DNS name",
-        ),
-    ] = "localhost",
-    days: Annotated[int, Query(ge=1, le=825, description="Validity in days")] = 365,
+    cn: CommonName = "localhost",
+    days: ValidityDays = 365,
 ) -> JSONResponse:
-    issued = await _issue(runtime(request), cn, days)
+    issued = await issue_certificate_for(runtime(request), cn, days)
     return JSONResponse(asdict(issued), headers={"Cache-Control": "no-store"})
 
 
-async def _issue(rt: Runtime, cn: str, days: int) -> IssuedCertificate:
-    key = await rt.pool.take()
-    issued = await asyncio.to_thread(issue_certificate, key, cn, days)
+async def issue_certificate_for(rt: Runtime, cn: str, days: int) -> IssuedCertificate:
+    spare = await rt.pool.take()
+    issued = spare.certificate(cn, days, time.monotonic())
+    if issued is None:  # other parameters, or a spare that waited long: sign it now
+        issued = await asyncio.to_thread(issue_certificate, spare.key, cn, days)
     rt.metrics.certificates.inc()
     return issued
 

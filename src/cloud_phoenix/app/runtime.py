@@ -6,7 +6,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from cloud_phoenix.app.certs import KeyPool
+from cloud_phoenix.app.certs import SpareKey
+from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
@@ -22,7 +23,7 @@ class Runtime:
     store: LogStore
     journal: JournalWriter
     metrics: Metrics
-    pool: KeyPool
+    pool: KeyPool[SpareKey]
     collector: Collector | None = None
     collector_thread: threading.Thread | None = None
     started: float = field(default_factory=time.monotonic)

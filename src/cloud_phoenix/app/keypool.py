@@ -1,0 +1,180 @@
+"""A bounded pool of expensive items (RSA keys) made ahead in background threads.
+
+Generation runs in a few threads: `cryptography` releases the GIL while OpenSSL works, so
+the event loop keeps serving; the threads run at idle priority, so the loop gets a core the
+moment it has a request. Each item is handed out once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _idle_priority() -> None:
+    """SCHED_IDLE for this generator thread (Linux): it only gets a core nobody else wants,
+    so requests waiting on the event loop are not queued behind key generation."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: normal priority
+        log.debug("key generation stays at normal priority: %s", exc)
+
+
+class PoolBusy(Exception):
+    """Every generator is taken and the wait would exceed the bound: try again later."""
+
+    def __init__(self, retry_after: int, detail: str) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class KeyPool(Generic[T]):
+    """Spare items (keys) made ahead, and at most `concurrency` generations at once.
+
+    Requests that find no spare key wait in arrival order; one whose estimated wait
+    exceeds `max_wait` is refused at once (PoolBusy) instead of queueing without limit.
+    """
+
+    def __init__(
+        self,
+        spare: int,
+        concurrency: int,
+        max_wait: float,
+        generate: Callable[[], T],
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.spare_target = spare
+        self.concurrency = concurrency
+        self.max_wait = max_wait
+        self._generate = generate
+        self._on_change = on_change or (lambda _n: None)
+        self._spares: deque[T] = deque()
+        self._waiters: deque[asyncio.Future[T]] = deque()
+        self._inflight = 0
+        self._demanded = False
+        self._seconds_per_key = 0.1  # refined by every generation (moving average)
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def spare_count(self) -> int:
+        return len(self._spares)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="keygen", initializer=_idle_priority
+        )
+        self._fill()
+
+    def stop(self) -> None:
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters.clear()
+        self._spares.clear()
+        self._on_change(0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def estimated_wait(self) -> float:
+        """Seconds a new request would wait for a key: the queue ahead of it, in rounds."""
+        if self._spares:
+            return 0.0
+        rounds = len(self._waiters) // self.concurrency + 1
+        return rounds * self._seconds_per_key
+
+    async def take(self) -> T:
+        if self._executor is None:
+            raise RuntimeError("the key pool is not started")
+        self._demanded = True
+        if self._spares:
+            key = self._spares.popleft()
+            self._on_change(len(self._spares))
+            self._fill()
+            return key
+        wait = self.estimated_wait()
+        if wait > self.max_wait:
+            raise PoolBusy(
+                max(1, math.ceil(wait)),
+                f"{len(self._waiters)} certificate requests are already waiting; "
+                f"the wait would be about {wait:.1f} s",
+            )
+        assert self._loop is not None
+        waiter: asyncio.Future[T] = self._loop.create_future()
+        self._waiters.append(waiter)
+        self._fill()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout=self.max_wait)
+        except TimeoutError:
+            raise PoolBusy(
+                max(1, math.ceil(self._seconds_per_key * 2)),
+                f"no key could be generated within {self.max_wait:g} s",
+            ) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _target(self) -> int:
+        # Spares are made only once this process has been asked for a certificate: a worker
+        # that never serves one (or is replaced after a /crash, several times a second in a
+        # drill) must not burn a core on keys nobody takes.
+        return self.spare_target if self._demanded else 0
+
+    def _fill(self) -> None:
+        if self._executor is None or self._loop is None:
+            return
+        live_waiters = sum(1 for w in self._waiters if not w.done())
+        while (
+            self._inflight < self.concurrency
+            and len(self._spares) + self._inflight < self._target() + live_waiters
+        ):
+            self._inflight += 1
+            future = self._loop.run_in_executor(self._executor, self._timed_generate)
+            future.add_done_callback(self._generated)
+
+    def _timed_generate(self) -> tuple[T, float]:
+        started = time.perf_counter()
+        key = self._generate()
+        return key, time.perf_counter() - started
+
+    def _generated(self, future: asyncio.Future[tuple[T, float]]) -> None:
+        self._inflight -= 1
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("RSA key generation failed: %s", error)
+            self._fail_one(error)
+            return
+        key, seconds = future.result()
+        self._seconds_per_key = 0.8 * self._seconds_per_key + 0.2 * seconds
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(key)
+                break
+        else:
+            self._spares.append(key)
+            self._on_change(len(self._spares))
+        self._fill()
+
+    def _fail_one(self, error: BaseException) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                return
