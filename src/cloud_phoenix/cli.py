@@ -90,6 +90,7 @@ def serve() -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
         proxy_headers=True,
+        server_header=False,  # no "server: uvicorn": nothing to tell a scanner
         forwarded_allow_ips="127.0.0.1",
     )
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, into the handler that

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 FILE_RE = re.compile(r"^access-(\d{4}-\d{2}-\d{2})\.jsonl$")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 DAY = 86400
 
 
@@ -85,12 +87,15 @@ class AccessRecord:
             "worker": self.worker,
             "request_id": self.request_id,
         }
-        return _ENCODE(fields).encode() + b"\n"
+        try:
+            return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:  # a lone surrogate: escaped by the slower encoder
+            return _ENCODE(fields).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: builtins.bytes) -> AccessRecord:
         """Parse one journal line; raises ValueError on anything that is not a record."""
-        data = json.loads(line)
+        data = orjson.loads(line)  # refuses lone surrogates and invalid UTF-8: ValueError
         if not isinstance(data, dict):
             raise ValueError("a journal line must be a JSON object")
         try:

@@ -103,3 +103,9 @@ def test_responses_are_not_held_back_by_delayed_acks(phoenix_server: PhoenixProc
     (40 ms on Linux): a fixed step, far above any scheduling noise on loopback."""
     median = statistics.median(sequential_latencies(phoenix_server))
     assert median < 0.02, f"median {median * 1000:.1f} ms: is TCP_NODELAY set on the socket?"
+
+
+def test_serve_does_not_name_its_server_software(phoenix_server: PhoenixProcess) -> None:
+    response = httpx.get(phoenix_server.url + "/health")
+    assert "server" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -82,6 +82,9 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
         "it alive.",
         lifespan=lifespan,
         docs_url=None,
+        # Prometheus is this application's telemetry; FastAPI's own (OpenTelemetry) would
+        # look up providers and the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
     )
     app.state.runtime = rt

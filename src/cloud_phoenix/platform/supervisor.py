@@ -131,7 +131,7 @@ class Supervisor:
             "--workers",
             str(self.gunicorn_workers),
             "--worker-class",
-            "uvicorn_worker.UvicornWorker",
+            "cloud_phoenix.platform.worker.PhoenixWorker",
             "--preload",  # app imported once in the master: a respawned worker serves at once
             "--graceful-timeout",
             f"{s.graceful_timeout:g}",
