@@ -87,6 +87,8 @@ class Settings:
     scale_in_window: float = 60.0
     graceful_timeout: float = 20.0
     haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
+    # What gunicorn's workers serve; another app only to measure the platform against it.
+    worker_app: str = "cloud_phoenix.app:from_environment()"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -129,6 +131,7 @@ class Settings:
             scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
             graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
             haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
+            worker_app=environ.get("PHOENIX_WORKER_APP") or "cloud_phoenix.app:from_environment()",
         )
 
     @property

@@ -145,7 +145,7 @@ class Supervisor:
             s.log_level,
             "--error-logfile",
             "-",
-            "cloud_phoenix.app:from_environment()",
+            s.worker_app,
         ]
         return ChildSpec(
             "gunicorn",
