@@ -21,7 +21,8 @@ import pytest
 
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform.drill import answered, await_records, crash_drill, scale_drill
-from cloud_phoenix.platform.loadgen import Drill, Phase, drive, summarize
+from cloud_phoenix.platform.loadgen import Drill, Phase, drive
+from cloud_phoenix.platform.loadstats import summarize
 from cloud_phoenix.platform.status import read_status
 from cloud_phoenix.store import LogStore, open_store
 from tests.fixtures.server import PhoenixProcess, running_stack
@@ -52,6 +53,8 @@ def test_crash_storm_under_load(tmp_path: Path, workers: tuple[int, int]) -> Non
             report = crash_drill(
                 stack.url, stack.home / "run", store, seconds=20, rps=100, crash_every=0.25
             )
+            time.sleep(1.5)  # the supervisor writes events to the store once a second
+            stored_restarts = store.events(limit=1000, kind="worker_restarted")
         finally:
             store.close()
         restarts = status(stack)["restarts"]
@@ -67,6 +70,7 @@ def test_crash_storm_under_load(tmp_path: Path, workers: tuple[int, int]) -> Non
     assert report.longest_below_desired_s <= 1.0, report
     assert not report.missing and not report.doubled, report
     assert restarts >= 60  # the crashes really killed workers (some may share a worker)
+    assert len(stored_restarts) >= 60  # and each restart is an event in the store
 
 
 def child_pid(stack: PhoenixProcess, name: str) -> int:

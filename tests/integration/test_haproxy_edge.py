@@ -25,12 +25,11 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
+from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.haproxy import (
     HEALTH_CHECK_AGENT,
     EdgeConfig,
     EdgeConfigError,
-    EdgeStats,
-    EdgeStatsError,
     check_config,
     command_line,
     find_haproxy,

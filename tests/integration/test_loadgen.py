@@ -18,8 +18,8 @@ from cloud_phoenix.platform.loadgen import (
     run_load,
     run_periodic,
     schedule,
-    summarize,
 )
+from cloud_phoenix.platform.loadstats import summarize
 from tests.fixtures.server import PhoenixProcess
 
 pytestmark = pytest.mark.integration

@@ -17,15 +17,13 @@ from hypothesis import strategies as st
 
 from cloud_phoenix.app.requestlog import valid_request_id
 from cloud_phoenix.config import Settings
+from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError, parse_stat
 from cloud_phoenix.platform.haproxy import (
     REQUEST_ID_PATTERN,
     EdgeConfig,
-    EdgeStats,
-    EdgeStatsError,
     backend_address,
     command_line,
     parse_duration,
-    parse_stat,
     render,
 )
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud_phoenix.journal import format_time
-from cloud_phoenix.platform.loadgen import Injector, Phase, Result, drive, summarize
+from cloud_phoenix.platform.loadgen import Injector, Phase, Result, drive
+from cloud_phoenix.platform.loadstats import summarize
 from cloud_phoenix.platform.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError
 

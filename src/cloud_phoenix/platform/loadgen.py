@@ -10,41 +10,25 @@ and a retry here would hide exactly the failures a drill exists to find.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import math
-import socket
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 import h11
 
-# A pooled connection idle for longer is dropped, not reused: uvicorn closes idle
-# keep-alive connections after 5 s, and a request sent into a closing socket would be
-# reported as a platform failure although the platform did nothing wrong.
-IDLE_REUSE_SECONDS = 2.0
-MAX_IDLE_CONNECTIONS = 32
-USER_AGENT = "phoenix-loadgen/1"
+from cloud_phoenix.platform.loopback_http import (
+    USER_AGENT,
+    Connection,
+    ConnectionClosedError,
+    Pool,
+    Target,
+    failure_text,
+    loopback_address,
+    parse_target,
+)
+
 OVERLOADED = "overloaded"
-
-
-def require_loopback(url: str) -> None:
-    """Raise ValueError unless the URL's host is 127.0.0.0/8, ::1 or localhost."""
-    host = urlsplit(url).hostname
-    if host == "localhost":
-        return
-    try:
-        loopback = host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(
-            f"{url!r} is not a loopback address: drills only send traffic to "
-            "127.0.0.0/8, ::1 or localhost"
-        )
 
 
 @dataclass(frozen=True)
@@ -108,136 +92,13 @@ def schedule(phases: Sequence[Phase]) -> Iterator[tuple[float, str]]:
         phase_start += phase.seconds
 
 
-@dataclass(frozen=True)
-class _Target:
-    host: str
-    port: int
-    authority: str
-    prefix: str
-
-
-def _target(base_url: str) -> _Target:
-    require_loopback(base_url)
-    parts = urlsplit(base_url)
-    if parts.scheme != "http":
-        raise ValueError(f"{base_url!r}: the load generator speaks plain http:// only")
-    host = parts.hostname or ""
-    return _Target(host, parts.port or 80, parts.netloc, parts.path.rstrip("/"))
-
-
-async def _loopback_address(target: _Target) -> str:
-    """The address to connect to; `localhost` must resolve to loopback, never elsewhere."""
-    if target.host != "localhost":
-        return target.host
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        target.host, target.port, type=socket.SOCK_STREAM
-    )
-    for *_, sockaddr in infos:
-        if ipaddress.ip_address(str(sockaddr[0])).is_loopback:
-            return str(sockaddr[0])
-    raise ValueError(f"localhost resolves to no loopback address: {infos}")
-
-
-class _ConnectionClosedError(Exception):
-    """The server closed the connection before a complete answer."""
-
-
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.http = h11.Connection(h11.CLIENT)
-        self.idle_since = 0.0
-
-    async def get(self, target: str, headers: list[tuple[str, str]]) -> tuple[int, dict[str, str]]:
-        """Send one GET and read its whole answer: status and lower-cased headers."""
-        request = self.http.send(h11.Request(method="GET", target=target, headers=headers))
-        self.writer.write((request or b"") + (self.http.send(h11.EndOfMessage()) or b""))
-        await self.writer.drain()
-        status, answer_headers, closed = 0, {}, False
-        while True:
-            try:
-                event = self.http.next_event()
-            except h11.RemoteProtocolError:
-                if closed:
-                    raise _ConnectionClosedError from None
-                raise
-            if event is h11.NEED_DATA:
-                data = await self.reader.read(65536)
-                closed = not data
-                self.http.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                answer_headers = {
-                    name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers
-                }
-            elif isinstance(event, h11.EndOfMessage):
-                return status, answer_headers
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class _Pool:
-    """Keep-alive connections to one address; one request at a time on each."""
-
-    def __init__(self, address: str, port: int) -> None:
-        self.address, self.port = address, port
-        self.idle: list[_Connection] = []
-
-    async def acquire(self, now: float) -> _Connection:
-        while self.idle:
-            connection = self.idle.pop()
-            if now - connection.idle_since < IDLE_REUSE_SECONDS and not (
-                connection.reader.at_eof() or connection.writer.is_closing()
-            ):
-                return connection
-            connection.close()
-        return _Connection(*await asyncio.open_connection(self.address, self.port))
-
-    def release(self, connection: _Connection, now: float) -> None:
-        http = connection.http
-        if (
-            http.our_state is h11.DONE
-            and http.their_state is h11.DONE
-            and len(self.idle) < MAX_IDLE_CONNECTIONS
-        ):
-            http.start_next_cycle()
-            connection.idle_since = now
-            self.idle.append(connection)
-        else:
-            connection.close()
-
-    async def close(self) -> None:
-        idle, self.idle = self.idle, []
-        for connection in idle:
-            connection.close()
-        for connection in idle:
-            with contextlib.suppress(OSError):
-                await connection.writer.wait_closed()
-
-
-def _reason(error: BaseException) -> str:
-    """A short, stable name for why a request failed, for counting in a summary."""
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, ConnectionResetError):
-        return "connection reset"
-    if isinstance(error, _ConnectionClosedError | BrokenPipeError):
-        return "connection closed"
-    if isinstance(error, h11.ProtocolError):
-        return f"protocol error: {error}"
-    return f"{type(error).__name__}: {error}"
-
-
 class _Run:
     """One open-loop run: dispatches on schedule and collects every request's result."""
 
     def __init__(
         self,
-        target: _Target,
-        pool: _Pool,
+        target: Target,
+        pool: Pool,
         start: float,
         timeout: float,
         max_in_flight: int,
@@ -287,7 +148,7 @@ class _Run:
         status: int | None = None
         headers: dict[str, str] = {}
         error: str | None = None
-        connection: _Connection | None = None
+        connection: Connection | None = None
         completed = False
         try:
             async with asyncio.timeout(self.timeout):
@@ -296,8 +157,8 @@ class _Run:
                     self.target.prefix + path, [*self.headers, ("X-Request-ID", request_id)]
                 )
             completed = True
-        except (OSError, h11.ProtocolError, _ConnectionClosedError) as exc:
-            error = _reason(exc)
+        except (OSError, h11.ProtocolError, ConnectionClosedError) as exc:
+            error = failure_text(exc)
         finally:
             if connection is not None:
                 if completed:
@@ -326,9 +187,9 @@ async def _run_load(
     extra: Mapping[str, str] | None,
     start: float | None = None,
 ) -> list[Result]:
-    target = _target(base_url)
+    target = parse_target(base_url)
     loop = asyncio.get_running_loop()
-    pool = _Pool(await _loopback_address(target), target.port)
+    pool = Pool(await loopback_address(target), target.port)
     run = _Run(
         target,
         pool,
@@ -439,91 +300,4 @@ def drive(
             request_id_prefix=request_id_prefix,
             extra=extra,
         )
-    )
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A request that got no answer, or an answer of 400 or more."""
-
-    path: str
-    request_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What a run amounted to: latencies of answered requests in ms, rate of the sends."""
-
-    sent: int
-    ok: int
-    failed: tuple[Failure, ...]
-    p50_ms: float | None
-    p99_ms: float | None
-    achieved_rps: float
-    per_path: dict[str, int]
-    reasons: dict[str, int]
-
-    def line(self) -> str:
-        """One line for a terminal or a log."""
-        p50 = "-" if self.p50_ms is None else f"{self.p50_ms:.1f}"
-        p99 = "-" if self.p99_ms is None else f"{self.p99_ms:.1f}"
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.reasons.items()))
-        return (
-            f"{self.sent} sent, {self.ok} ok, {len(self.failed)} failed"
-            f"{f' ({reasons})' if reasons else ''}, p50 {p50} ms, p99 {p99} ms, "
-            f"{self.achieved_rps:.1f} req/s"
-        )
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with p % of values at or below it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def failure_reason(result: Result) -> str | None:
-    """Why a result counts as failed, or None when it succeeded.
-
-    Every status of 400 or more fails, 429 included: the drills send only valid requests,
-    so a 4xx is a bug, and a 429 means a user was turned away, which the platform exists
-    to prevent.
-    """
-    if result.error is not None:
-        return result.error
-    if result.status is None or result.status >= 400:
-        return f"HTTP {result.status}"
-    return None
-
-
-def summarize(results: Sequence[Result], exclude_paths: Sequence[str] = ("/crash",)) -> Summary:
-    """Count, time and classify results, leaving out `exclude_paths` (with any query)."""
-    kept = [
-        r
-        for r in results
-        if r.path not in exclude_paths and r.path.partition("?")[0] not in exclude_paths
-    ]
-    failed = tuple(
-        Failure(r.path, r.request_id, reason)
-        for r in kept
-        if (reason := failure_reason(r)) is not None
-    )
-    # Percentiles of answered requests: a refused connection is not a fast answer, and
-    # failures are counted on their own.
-    latencies = [r.latency * 1000 for r in kept if r.latency is not None and r.status is not None]
-    sends = sorted(r.sent_at for r in kept if r.error != OVERLOADED)
-    span = sends[-1] - sends[0] if sends else 0.0
-    # n sends evenly spaced over a span are n - 1 intervals: the rate is (n - 1) / span.
-    rate = (len(sends) - 1) / span if span > 0 else 0.0
-    return Summary(
-        sent=len(kept),
-        ok=len(kept) - len(failed),
-        failed=failed,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        achieved_rps=rate,
-        per_path=dict(Counter(r.path for r in kept)),
-        reasons=dict(Counter(f.reason for f in failed)),
     )

@@ -29,6 +29,7 @@ from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform import autoscale, haproxy
 from cloud_phoenix.platform.children import Child, ChildSpec
+from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.host import listen, prepare_home
 from cloud_phoenix.platform.status import StackStatus, write_status
 from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
@@ -102,7 +103,7 @@ class Supervisor:
             raise CannotStart(
                 f"HAProxy refuses the rendered configuration: {exc}", exitcodes.CONFIG
             ) from None
-        self.stats = haproxy.EdgeStats(self.edge_config.stats_socket)
+        self.stats = EdgeStats(self.edge_config.stats_socket)
         if self.store is None:
             self.store = open_store(s.db_url)
         self.children = {spec.name: Child(spec) for spec in self._specs()}
@@ -298,7 +299,7 @@ class Supervisor:
     def _autoscale(self, now: float) -> None:
         try:
             rate: float | None = self.stats.request_rate()
-        except haproxy.EdgeStatsError:
+        except EdgeStatsError:
             rate = None
         self.status.rate_rps = rate
         decision = autoscale.decide(now, rate, self.scale, self.policy)
