@@ -14,12 +14,12 @@ from cloud_phoenix.platform.loadgen import (
     Phase,
     Result,
     drive,
-    require_loopback,
     run_load,
     run_periodic,
     schedule,
 )
 from cloud_phoenix.platform.loadstats import summarize
+from cloud_phoenix.platform.loopback_http import require_loopback
 from tests.fixtures.server import PhoenixProcess
 
 pytestmark = pytest.mark.integration
