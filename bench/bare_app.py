@@ -1,7 +1,8 @@
 """The ceiling for `GET /`: a bare ASGI app answering a fixed HTML page, served like Phoenix.
 
 Run as `python bench/bare_app.py` with PORT, PHOENIX_HOST and BARE_PAGE_BYTES (the size of
-the page to answer, e.g. the size of Phoenix's catalogue). The uvicorn options mirror
+the page to answer, e.g. the size of Phoenix's catalogue), or have `phoenix up` serve it with
+PHOENIX_WORKER_APP=bare_app:application() and bench/ on PYTHONPATH. The uvicorn options mirror
 `phoenix serve` (cloud_phoenix.cli.serve): one process, uvloop, httptools, no access log, a
 socket bound by us and handed over as a socket object (`Server.run(sockets=[sock])`). Not
 `fd=`: uvicorn wraps an fd as AF_UNIX, TCP_NODELAY is then never set on accepted connections,
@@ -54,17 +55,25 @@ class BareApp:
         await send({"type": "http.response.body", "body": self.body})
 
 
+def page_bytes() -> int:
+    return int(os.environ.get("BARE_PAGE_BYTES", "10000"))
+
+
+def application() -> BareApp:
+    """The factory gunicorn's workers call (`bare_app:application()`): BARE_PAGE_BYTES read once."""
+    return BareApp(page(page_bytes()))
+
+
 def main() -> None:
     host = os.environ.get("PHOENIX_HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8081"))
-    size = int(os.environ.get("BARE_PAGE_BYTES", "10000"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
     config = uvicorn.Config(
-        BareApp(page(size)),
+        application(),
         loop="uvloop",
         http="httptools",
         access_log=False,
