@@ -63,6 +63,21 @@ class _Reader:
         return raw
 
 
+def _clock_time(raw: str) -> str:
+    """HH:MM, 24-hour clock."""
+    hours, sep, minutes = raw.strip().partition(":")
+    if not (
+        sep
+        and hours.isdigit()
+        and minutes.isdigit()
+        and len(minutes) == 2
+        and 0 <= int(hours) <= 23
+        and 0 <= int(minutes) <= 59
+    ):
+        raise ConfigError(f"PHOENIX_BACKUP_AT={raw!r} is not valid: expected HH:MM, e.g. 03:00")
+    return f"{int(hours):02d}:{minutes}"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the application and the platform read from the environment."""
@@ -87,6 +102,12 @@ class Settings:
     scale_in_window: float = 60.0
     graceful_timeout: float = 20.0
     haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
+    cpu_interval: float = 1.0
+    cpu_threshold: float = 80.0
+    cpu_peak_seconds: float = 2.0
+    notify_urls: tuple[str, ...] = ()
+    backup_at: str = "03:00"  # local time, HH:MM
+    backup_retention_days: int = 7
     # What gunicorn's workers serve; another app only to measure the platform against it.
     worker_app: str = "cloud_phoenix.app:from_environment()"
 
@@ -131,6 +152,16 @@ class Settings:
             scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
             graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
             haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
+            cpu_interval=read.number("PHOENIX_CPU_INTERVAL", 1.0, 0.1, 60),
+            cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", 80.0, 1, 100),
+            cpu_peak_seconds=read.number("PHOENIX_CPU_PEAK_SECONDS", 2.0, 0, 3600),
+            notify_urls=tuple(
+                url.strip()
+                for url in (environ.get("PHOENIX_NOTIFY_URLS") or "").split(",")
+                if url.strip()
+            ),
+            backup_at=_clock_time(environ.get("PHOENIX_BACKUP_AT") or "03:00"),
+            backup_retention_days=read.whole("PHOENIX_BACKUP_RETENTION_DAYS", 7, 1, 3650),
             worker_app=environ.get("PHOENIX_WORKER_APP") or "cloud_phoenix.app:from_environment()",
         )
 

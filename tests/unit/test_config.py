@@ -55,3 +55,23 @@ def test_min_workers_above_max_is_refused() -> None:
 
 def test_max_workers_follows_a_high_minimum() -> None:
     assert Settings.from_env({"PHOENIX_MIN_WORKERS": "12"}).max_workers == 12
+
+
+def test_operations_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "PHOENIX_NOTIFY_URLS": "json://127.0.0.1:9/a, mailto://x ,",
+            "PHOENIX_BACKUP_AT": "4:30",
+            "PHOENIX_CPU_THRESHOLD": "75",
+        }
+    )
+    assert settings.notify_urls == ("json://127.0.0.1:9/a", "mailto://x")
+    assert settings.backup_at == "04:30"
+    assert settings.cpu_threshold == 75.0
+    assert settings.backup_retention_days == 7
+
+
+@pytest.mark.parametrize("value", ["3", "25:00", "03:60", "noon", "03:5"])
+def test_backup_time_must_be_a_clock_time(value: str) -> None:
+    with pytest.raises(ConfigError, match="PHOENIX_BACKUP_AT"):
+        Settings.from_env({"PHOENIX_BACKUP_AT": value})
