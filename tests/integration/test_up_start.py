@@ -63,3 +63,14 @@ def test_invalid_configuration(tmp_path: Path, name: str, value: str) -> None:
     result = up(tmp_path, **{name: value})
     assert result.returncode == exitcodes.CONFIG
     assert name in result.stderr or "DB_CONNECTION_STRING" in result.stderr
+
+
+def test_a_second_stack_on_the_same_home_is_refused(tmp_path: Path) -> None:
+    from tests.fixtures.server import running_stack
+
+    with running_stack(tmp_path / "home") as stack:
+        result = up(stack.home)
+        assert stack.process.poll() is None  # the first one is untouched
+    assert result.returncode == exitcodes.PORT_TAKEN
+    assert f"pid {stack.process.pid}" in result.stderr
+    assert "its own PHOENIX_HOME" in result.stderr

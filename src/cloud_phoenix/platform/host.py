@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -50,3 +51,23 @@ def listen(host: str, port: int, what: str, backlog: int = 4096) -> socket.socke
     sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
+
+
+def lock_home(settings: Settings) -> int:
+    """Hold PHOENIX_HOME/run/phoenix.lock for the life of the process: two stacks on one home
+    would share a journal and a status file. Returns the descriptor (kept open)."""
+    path = settings.run_dir / "phoenix.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise CannotStart(
+            f"another stack (pid {holder}) already runs with PHOENIX_HOME="
+            f"{settings.home}; stop it, or give this one its own PHOENIX_HOME",
+            exitcodes.PORT_TAKEN,
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -30,7 +30,7 @@ from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform import autoscale, haproxy
 from cloud_phoenix.platform.children import Child, ChildSpec
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
-from cloud_phoenix.platform.host import listen, prepare_home
+from cloud_phoenix.platform.host import listen, lock_home, prepare_home
 from cloud_phoenix.platform.status import StackStatus, write_status
 from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
 
@@ -82,6 +82,7 @@ class Supervisor:
             )
         self.haproxy_bin: str = haproxy_bin
         prepare_home(s)
+        self.home_lock = lock_home(s)
         self.metrics_dir = s.run_dir / "metrics"
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # figures of a previous run
         self.metrics_dir.mkdir()
