@@ -3,5 +3,10 @@
 from __future__ import annotations
 
 # postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve);
-# backend, store_url, connect, store (one fresh store of each kind).
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.server", "tests.fixtures.stores"]
+# backend, store_url, connect, store (one fresh store of each kind); browser (Chromium).
+pytest_plugins = [
+    "tests.fixtures.browser",
+    "tests.fixtures.postgres",
+    "tests.fixtures.server",
+    "tests.fixtures.stores",
+]

@@ -4,83 +4,22 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
-    ConsoleMessage,
     Dialog,
-    Error,
     Locator,
     Page,
-    Request,
     expect,
-    sync_playwright,
 )
 
 from cloud_phoenix.app.routes import CRASH_EXIT_CODE
-from tests.fixtures.server import (
-    PhoenixProcess,
-    phoenix_server,  # noqa: F401
-)
+from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
+from tests.fixtures.server import PhoenixProcess
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium calls home, and the network is closed here.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 15_000
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-
-
-@dataclass
-class PageWatch:
-    """What the page reported while the test drove it."""
-
-    console_errors: list[str] = field(default_factory=list)
-    page_errors: list[str] = field(default_factory=list)
-    dialogs: list[str] = field(default_factory=list)
-    requests: list[str] = field(default_factory=list)
-
-    def on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.console_errors.append(f"{message.text} ({message.location})")
-
-    def on_page_error(self, error: Error) -> None:
-        self.page_errors.append(f"{error.name}: {error.message}")
-
-    def on_request(self, request: Request) -> None:
-        self.requests.append(request.url)
-
-    def errors(self) -> list[str]:
-        return self.console_errors + self.page_errors
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless; never a downloaded browser."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install chromium`")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=WAIT_MS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def open_catalogue(browser: Browser, url: str, watch: PageWatch) -> Page:
@@ -113,7 +52,7 @@ def wait_for_status(result: Locator, status: int) -> None:
 
 def test_catalogue_lists_and_tries_endpoints(
     browser: Browser,
-    phoenix_server: PhoenixProcess,  # noqa: F811
+    phoenix_server: PhoenixProcess,
 ) -> None:
     watch = PageWatch()
     page = open_catalogue(browser, phoenix_server.url, watch)
@@ -168,7 +107,7 @@ def test_catalogue_lists_and_tries_endpoints(
 
 def test_crash_accepted_shows_no_response(
     browser: Browser,
-    phoenix_server: PhoenixProcess,  # noqa: F811
+    phoenix_server: PhoenixProcess,
 ) -> None:
     watch = PageWatch()
     page = open_catalogue(browser, phoenix_server.url, watch)

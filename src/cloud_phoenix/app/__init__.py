@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from cloud_phoenix import __version__
-from cloud_phoenix.app import errors, pages, routes
+from cloud_phoenix.app import errors, ops, pages, routes
 from cloud_phoenix.app.certs import make_spare
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
@@ -92,6 +92,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(routes.router)
+    app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     rt.metrics.add_computed(lambda: _lag_figures(rt))
 

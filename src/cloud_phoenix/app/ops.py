@@ -1,0 +1,402 @@
+"""The live operations page `/ops` and the figures it polls every second, `/ops/data`.
+
+Everything comes from what is already at hand: the status file the supervisor rewrites every
+0.1 s, psutil for CPU, and the backup manifests on disk. Each open page calls `/ops/data`
+once a second, so it reads no database and never raises: what is missing is null.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+
+from cloud_phoenix.app.requestlog import worker_id
+from cloud_phoenix.app.routes import runtime
+from cloud_phoenix.journal import format_time
+from cloud_phoenix.platform.status import read_status, supervisor_alive
+
+log = logging.getLogger(__name__)
+
+RECENT_EVENTS = 20
+CPU_PEAK_PREFIX = "cpu_peak_"
+MANIFEST_GLOB = "*.manifest.json"
+# More processes than PHOENIX_MAX_WORKERS allows (64): the cache can never grow without bound.
+PROCESS_CACHE_MAX = 64
+# CPU time is counted in clock ticks (10 ms): over shorter spans than this a share is noise.
+MIN_SAMPLE_S = 0.5
+
+router = APIRouter()
+
+
+class SupervisorState(BaseModel):
+    running: bool = Field(description="A `phoenix up` supervisor is alive in PHOENIX_HOME")
+    pid: int | None
+    updated: str | None = Field(description="When it last wrote the status (UTC)")
+    age_s: float | None = Field(description="How old that status is, in seconds")
+    stopping: bool
+
+
+class WorkerProcess(BaseModel):
+    pid: int
+    uptime_s: float | None
+    cpu_percent: float | None = Field(
+        description="Share of the whole host since the previous sample (100 = every core "
+        "busy); null until this serving process has sampled it twice"
+    )
+
+
+class Workers(BaseModel):
+    desired: int | None
+    running: int | None
+    processes: list[WorkerProcess] = Field(
+        description="The workers, or this one process when no supervisor runs"
+    )
+
+
+class OpsEvent(BaseModel):
+    time: str
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+
+class CpuPeaks(BaseModel):
+    count: int | None = Field(
+        description="Peaks since the stack started when the supervisor counts them, otherwise "
+        "the peaks among the recent events; null without a supervisor"
+    )
+    active: bool = Field(description="The newest CPU peak event is a start")
+    recent: list[OpsEvent] = Field(description="cpu_peak_* events among the recent, newest first")
+
+
+class Backups(BaseModel):
+    last: str | None = Field(description="created_at of the newest backup manifest (UTC)")
+    next: str | None = Field(
+        description="The next scheduled backup (local time with offset); null without a supervisor"
+    )
+    at: str = Field(description="PHOENIX_BACKUP_AT, HH:MM local time")
+
+
+class OpsData(BaseModel):
+    """One sample of the live operations view."""
+
+    time: str
+    served_by: str = Field(description="host:pid of the process that answered")
+    supervisor: SupervisorState
+    rate_rps: float | None = Field(description="Requests per second at the edge")
+    workers: Workers
+    host_cpu_percent: float | None = Field(
+        description="Host CPU since the previous sample; null on this process's first"
+    )
+    cpu_count: int
+    restarts: int | None = Field(description="Workers and stack processes restarted")
+    scale_events: int | None
+    cpu_peaks: CpuPeaks
+    events: list[OpsEvent] = Field(description=f"The last {RECENT_EVENTS}, newest first")
+    backups: Backups
+
+
+@router.get(
+    "/ops",
+    response_class=HTMLResponse,
+    summary="Live operations view: rate, workers, CPU, restarts, backups",
+    description="An HTML page that polls /ops/data every second and draws it; "
+    "keep it open during a drill.",
+)
+async def ops_page(request: Request) -> HTMLResponse:
+    html = request.app.state.templates.get_template("ops.html").render(version=request.app.version)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/ops/data",
+    response_model=OpsData,
+    summary="The figures of the live operations view, now",
+    description="Status file, CPU samples and backup manifests; what is unknown is null.",
+)
+def ops_data(request: Request, response: Response) -> OpsData:
+    response.headers["Cache-Control"] = "no-store"
+    rt = runtime(request)
+    return collect(rt.settings.run_dir, rt.settings.backups_dir, rt.settings.backup_at, rt.started)
+
+
+def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) -> OpsData:
+    """The sample `/ops/data` answers; `started` is this process's monotonic start."""
+    now = datetime.now(UTC)
+    found = _read_status(run_dir)
+    # A file left by a supervisor that died (kill -9) is not the stack's state now.
+    status = found if found is not None and supervisor_alive(found) else None
+    cpus = os.cpu_count() or 1
+    pids: list[tuple[int, float | None]]
+    if status is None:
+        pids = [(os.getpid(), round(time.monotonic() - started, 1))]
+    else:
+        pids = _worker_pids(status.get("workers"))
+    with _SAMPLES.lock:
+        host = _SAMPLES.host_cpu(time.monotonic())
+        shares = _SAMPLES.process_cpu([pid for pid, _ in pids], cpus, time.monotonic())
+    processes = [
+        WorkerProcess(pid=pid, uptime_s=uptime, cpu_percent=shares.get(pid)) for pid, uptime in pids
+    ]
+    events = _events(status.get("events") if status else None)
+    peaks = [e for e in events if e.kind.startswith(CPU_PEAK_PREFIX)]
+    last_backup = newest_backup(backups_dir)
+    if status is None:
+        return OpsData(
+            time=format_time(now),
+            served_by=worker_id(),
+            supervisor=_no_supervisor(found or {}, now),
+            rate_rps=None,
+            workers=Workers(desired=None, running=None, processes=processes),
+            host_cpu_percent=host,
+            cpu_count=cpus,
+            restarts=None,
+            scale_events=None,
+            cpu_peaks=CpuPeaks(count=None, active=False, recent=[]),
+            events=[],
+            backups=Backups(last=last_backup, next=None, at=backup_at),
+        )
+    workers = status.get("workers")
+    workers = workers if isinstance(workers, dict) else {}
+    counted = _int(status.get("cpu_peaks"))
+    return OpsData(
+        time=format_time(now),
+        served_by=worker_id(),
+        supervisor=SupervisorState(
+            running=True,
+            pid=_int(status.get("supervisor_pid")),
+            updated=_text(status.get("updated")),
+            age_s=_age(status.get("updated"), now),
+            stopping=status.get("stopping") is True,
+        ),
+        rate_rps=_float(status.get("rate_rps")),
+        workers=Workers(
+            desired=_int(workers.get("desired")),
+            running=_int(workers.get("running")),
+            processes=processes,
+        ),
+        host_cpu_percent=host,
+        cpu_count=cpus,
+        restarts=_int(status.get("restarts")),
+        scale_events=_int(status.get("scale_events")),
+        cpu_peaks=CpuPeaks(
+            count=counted
+            if counted is not None
+            else sum(e.kind == f"{CPU_PEAK_PREFIX}started" for e in peaks),
+            active=bool(peaks) and peaks[0].kind == f"{CPU_PEAK_PREFIX}started",
+            recent=peaks,
+        ),
+        events=events,
+        backups=Backups(last=last_backup, next=next_backup(backup_at, now), at=backup_at),
+    )
+
+
+# -- CPU samples --------------------------------------------------------------------------
+
+
+@dataclass
+class _Sample:
+    taken: float  # time.monotonic()
+    value: float | None = None  # None: only the starting point of the next measure
+
+
+@dataclass
+class _CpuSamples:
+    """psutil measures CPU between two calls: the previous call's state lives here, per
+    serving process, and is reused for calls closer together than MIN_SAMPLE_S (several
+    open pages). Requests run in a thread pool, hence the lock."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    host: _Sample | None = None
+    processes: dict[int, tuple[psutil.Process, _Sample]] = field(default_factory=dict)
+
+    def host_cpu(self, now: float) -> float | None:
+        if self.host is None:
+            psutil.cpu_percent(interval=None)  # the first call has nothing to compare with
+            self.host = _Sample(now)
+        elif now - self.host.taken >= MIN_SAMPLE_S:
+            self.host = _Sample(now, round(psutil.cpu_percent(interval=None), 1))
+        return self.host.value
+
+    def process_cpu(self, pids: list[int], cpus: int, now: float) -> dict[int, float | None]:
+        """Each pid's CPU as a share of the host; the processes not asked about are forgotten."""
+        shares: dict[int, float | None] = {}
+        for pid in pids[:PROCESS_CACHE_MAX]:
+            entry = self.processes.get(pid)
+            try:
+                # is_running() also compares the start time: a reused pid is a new process.
+                if entry is None or not entry[0].is_running():
+                    process = psutil.Process(pid)
+                    process.cpu_percent(interval=None)
+                    entry = (process, _Sample(now))
+                elif now - entry[1].taken >= MIN_SAMPLE_S:
+                    share = entry[0].cpu_percent(interval=None) / cpus
+                    entry = (entry[0], _Sample(now, round(min(share, 100.0), 1)))
+            except psutil.Error:  # gone, or not ours to look at
+                self.processes.pop(pid, None)
+                shares[pid] = None
+                continue
+            self.processes[pid] = entry
+            shares[pid] = entry[1].value
+        for gone in set(self.processes) - set(shares):
+            del self.processes[gone]
+        return shares
+
+
+_SAMPLES = _CpuSamples()
+
+
+# -- status file --------------------------------------------------------------------------
+
+
+def _read_status(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_status(run_dir)
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8: as good as missing
+        log.debug("status file unreadable: %s", exc)
+        return None
+
+
+def _no_supervisor(left: dict[str, Any], now: datetime) -> SupervisorState:
+    """No live supervisor; when a dead one left its file, when it last wrote."""
+    return SupervisorState(
+        running=False,
+        pid=None,
+        updated=_text(left.get("updated")),
+        age_s=_age(left.get("updated"), now),
+        stopping=False,
+    )
+
+
+def _worker_pids(workers: object) -> list[tuple[int, float | None]]:
+    entries = workers.get("pids") if isinstance(workers, dict) else None
+    pids = []
+    for entry in entries if isinstance(entries, list) else []:
+        pid = _int(entry.get("pid")) if isinstance(entry, dict) else None
+        if pid is not None and pid > 0:
+            pids.append((pid, _float(entry.get("uptime_s"))))
+    return pids
+
+
+def _events(raw: object) -> list[OpsEvent]:
+    """The recent events, newest first; malformed ones are skipped."""
+    events = []
+    for entry in raw if isinstance(raw, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        moment, kind, message = entry.get("time"), entry.get("kind"), entry.get("message")
+        if not (isinstance(moment, str) and isinstance(kind, str) and isinstance(message, str)):
+            continue
+        data = entry.get("data")
+        events.append(
+            OpsEvent(
+                time=moment, kind=kind, message=message, data=data if isinstance(data, dict) else {}
+            )
+        )
+    return events[::-1][:RECENT_EVENTS]
+
+
+# -- backups ------------------------------------------------------------------------------
+
+
+def newest_backup(backups_dir: Path) -> str | None:
+    """created_at (UTC, format_time) of the newest readable manifest, or None."""
+    try:
+        found = []
+        for path in backups_dir.glob(MANIFEST_GLOB):
+            try:
+                found.append((path.stat().st_mtime_ns, path))
+            except OSError:  # pruned meanwhile
+                continue
+    except OSError:
+        return None
+    newest: datetime | None = None
+    for _, path in sorted(found, reverse=True)[:5]:
+        created = _manifest_time(path)
+        if created is not None and (newest is None or created > newest):
+            newest = created
+    return format_time(newest) if newest is not None else None
+
+
+def _manifest_time(path: Path) -> datetime | None:
+    key = (str(path), _mtime(path))
+    if key in _MANIFEST_TIMES:
+        return _MANIFEST_TIMES[key]
+    created: datetime | None
+    try:
+        stamp = datetime.fromisoformat(json.loads(path.read_text())["created_at"])
+    except (OSError, ValueError, TypeError, KeyError):
+        created = None
+    else:
+        created = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    if len(_MANIFEST_TIMES) >= PROCESS_CACHE_MAX:
+        _MANIFEST_TIMES.clear()
+    _MANIFEST_TIMES[key] = created
+    return created
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+# A manifest is written once; reading it again every second for every page is waste.
+_MANIFEST_TIMES: dict[tuple[str, int], datetime | None] = {}
+
+
+def next_backup(backup_at: str, now: datetime) -> str | None:
+    """The next `backup_at` (HH:MM, local time) after `now`, ISO 8601 with the local offset."""
+    try:
+        hours, minutes = (int(part) for part in backup_at.split(":"))
+        local_now = now.astimezone().replace(tzinfo=None)
+        # Naive local wall-clock time, then astimezone(): the offset is the one in force on
+        # that day, so a daylight-saving change between now and then is counted.
+        at = local_now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        if at <= local_now:
+            at += timedelta(days=1)
+        return at.astimezone().isoformat(timespec="seconds")
+    except (ValueError, OverflowError):
+        return None
+
+
+# -- defensive reads of a file another process writes -------------------------------------
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _age(updated: object, now: datetime) -> float | None:
+    if not isinstance(updated, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(updated)
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return round(max(0.0, (now - moment).total_seconds()), 2)
