@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cloud_phoenix import exitcodes
+from cloud_phoenix.cli_backup import register as register_backup_commands
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.exitcodes import CannotStart
 
@@ -261,6 +262,9 @@ def drill_scale(
         f"failed requests {sum(report.failed.values())} {report.failed or ''}"
     )
     raise typer.Exit(0 if report.passed else 1)
+
+
+register_backup_commands(cli)
 
 
 def main() -> None:

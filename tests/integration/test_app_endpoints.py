@@ -217,3 +217,20 @@ def test_the_catalogue_fast_path_is_recorded_like_any_request(
     assert 'phoenix_requests_total{method="GET",route="/",status="200"} 1.0' in text
     client.request("BREW", "/")
     assert 'method="other"' in client.get("/metrics").text  # label set stays bounded
+
+
+def test_metrics_show_backups_and_the_age_of_the_last(tmp_path: Path) -> None:
+    from cloud_phoenix.platform.backup import run_backup
+
+    settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path)})
+    with make_client(tmp_path) as c:
+        c.get("/health")
+        run_backup(settings)
+        text = c.get("/metrics").text
+    assert "phoenix_backups 1.0" in text
+    [age] = [
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("phoenix_last_backup_age_seconds ")
+    ]
+    assert 0 <= age < 60

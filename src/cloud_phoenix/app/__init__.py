@@ -17,7 +17,7 @@ from cloud_phoenix import __version__
 from cloud_phoenix.app import errors, ops, pages, routes
 from cloud_phoenix.app.certs import make_spare
 from cloud_phoenix.app.keypool import KeyPool
-from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.app.metrics import Metrics, operations_figures
 from cloud_phoenix.app.requestlog import RequestLog
 from cloud_phoenix.app.runtime import Runtime
 from cloud_phoenix.config import Settings
@@ -95,6 +95,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     rt.metrics.add_computed(lambda: _lag_figures(rt))
+    rt.metrics.add_computed(lambda: operations_figures(settings))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

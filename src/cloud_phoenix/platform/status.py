@@ -31,6 +31,8 @@ class StackStatus:
     below_desired: list[tuple[str, float]] = field(default_factory=list)
     children: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # CPU peaks, notifications sent and failed, failed backups (for /metrics and /ops).
+    operations: dict[str, Any] = field(default_factory=dict)
     stopping: bool = False
 
     def to_json(self) -> dict[str, Any]:

@@ -28,9 +28,13 @@ from cloud_phoenix.config import Settings
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform import autoscale, haproxy
+from cloud_phoenix.platform.backup import DailyBackups
 from cloud_phoenix.platform.children import Child, ChildSpec
+from cloud_phoenix.platform.cpuloop import CpuWatch, busiest_endpoints
+from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.host import listen, lock_home, prepare_home
+from cloud_phoenix.platform.notify import Notifier
 from cloud_phoenix.platform.status import StackStatus, write_status
 from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
 
@@ -108,6 +112,21 @@ class Supervisor:
         if self.store is None:
             self.store = open_store(s.db_url)
         self.children = {spec.name: Child(spec) for spec in self._specs()}
+        try:
+            # Its events sink is the supervisor's own events queue: log, status, store.
+            self.notifier = Notifier(s.notify_urls, events_sink=self._record)
+        except ValueError as exc:
+            raise CannotStart(f"PHOENIX_NOTIFY_URLS: {exc}", exitcodes.CONFIG) from None
+        self.backups = DailyBackups(s, notify=self._notify_backup, record_event=self.event)
+        self.cpu = CpuWatch(
+            CpuPolicy(
+                threshold=s.cpu_threshold, peak_seconds=s.cpu_peak_seconds, interval=s.cpu_interval
+            ),
+            self.notifier,
+            stack_pids=self._stack_pids,
+            endpoints=lambda since: busiest_endpoints(s.journal_dir, since),
+            workers=lambda: len(self.worker_pids),
+        )
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -198,7 +217,7 @@ class Supervisor:
             f"stack started on port {self.settings.port}",
             {"port": self.settings.port, "workers": self.gunicorn_workers},
         )
-        next_second = now
+        next_second = next_cpu = now
         try:
             while not self.stopping:
                 self._wait(TICK)
@@ -210,7 +229,11 @@ class Supervisor:
                 if now >= next_second:
                     next_second = now + 1.0
                     self._autoscale(now)
+                    self.backups.tick()
                     self._flush_events()
+                if now >= next_cpu:
+                    next_cpu = now + self.settings.cpu_interval
+                    self.cpu.tick()
                 self._write_status()  # every tick: drills read it to the tenth of a second
         finally:
             self._shutdown()
@@ -335,6 +358,18 @@ class Supervisor:
             {"time": event.time, "kind": kind, "message": message, "data": data}
         )
 
+    def _record(self, event: Event) -> None:
+        """The notifier's events sink (called from its thread): deque appends are atomic."""
+        self.event(event.kind, event.message, event.data)
+
+    def _notify_backup(self, title: str, body: str) -> None:
+        # The backup runner records its own event: the channels only.
+        self.notifier.send(Notice("backup_failed", title, body), record=False)
+
+    def _stack_pids(self) -> list[tuple[str, int]]:
+        pids = [(name, child.pid) for name, child in self.children.items() if child.pid]
+        return [*pids, *(("worker", pid) for pid in self.worker_pids)]
+
     def _flush_events(self) -> None:
         if self.store is None or not self.pending_events:
             return
@@ -378,6 +413,13 @@ class Supervisor:
             for name, child in self.children.items()
         }
         status.restarts = self.worker_restarts + sum(c.restarts for c in self.children.values())
+        status.operations = {
+            "cpu_peaks": self.cpu.peaks,
+            "cpu_in_peak": self.cpu.in_peak,
+            "notifications_sent": self.notifier.sent,
+            "notifications_failed": self.notifier.failed,
+            "backups_failed": self.backups.failures,
+        }
         status.events = list(self.recent_events)
         status.stopping = self.stopping
         try:
@@ -399,7 +441,9 @@ class Supervisor:
                 code = child.stop(grace)
                 log.info("%s stopped (%s)", name, code)
         self.backend.close()
+        self.backups.join(30)
         self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})
+        self.notifier.close(5)
         self._flush_events()
         if self.store is not None:
             self.store.close()

@@ -1,0 +1,105 @@
+"""What is in the backups folder: each backup's files, its manifest, and whether it is good."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cloud_phoenix.platform.backup.errors import BadBackup
+from cloud_phoenix.platform.backup.files import Tick, digest
+from cloud_phoenix.platform.backup.manifest import (
+    ID_RE,
+    MANIFEST_SUFFIX,
+    Artefact,
+    Manifest,
+    id_time,
+    read_manifest,
+)
+from cloud_phoenix.platform.backup.plan import BackupInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One backup: its id, time, manifest (None if unreadable), files, and what is wrong."""
+
+    id: str
+    created_at: datetime
+    manifest: Manifest | None
+    files: tuple[Path, ...]
+    problem: str | None  # None: good
+
+    @property
+    def good(self) -> bool:
+        return self.problem is None
+
+    @property
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in self.files if path.exists())
+
+    def info(self) -> BackupInfo:
+        return BackupInfo(self.id, self.created_at, self.good)
+
+
+def check_artefact(
+    folder: Path, artefact: Artefact, deep: bool, tick: Tick | None = None
+) -> str | None:
+    """Why `artefact` does not match its manifest entry, or None. `deep` also hashes it."""
+    path = folder / artefact.file
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"{artefact.file} is missing"
+    if size < artefact.size:
+        return f"{artefact.file} is truncated: {size} of {artefact.size} bytes"
+    if size > artefact.size:
+        return f"{artefact.file} is corrupt: {size} bytes, the manifest says {artefact.size}"
+    if deep:
+        _, sha = digest(path, tick)
+        if sha != artefact.sha256:
+            return (
+                f"{artefact.file} is corrupt: its sha256 is {sha[:16]}…, "
+                f"the manifest says {artefact.sha256[:16]}…"
+            )
+    return None
+
+
+def scan(folder: Path, deep: bool = False) -> list[CatalogEntry]:
+    """Every backup in `folder`, oldest first. Cheap unless `deep` (which hashes every file)."""
+    groups: dict[str, list[Path]] = {}
+    try:
+        paths = sorted(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for path in paths:
+        match = ID_RE.match(path.name)
+        if match and path.is_file():
+            groups.setdefault(match.group(1), []).append(path)
+    entries = []
+    for backup, files in groups.items():
+        created = id_time(backup)
+        if created is None:  # pragma: no cover - the regex above guarantees a time
+            continue
+        manifest: Manifest | None = None
+        manifest_file = folder / (backup + MANIFEST_SUFFIX)
+        if manifest_file not in files:
+            problem: str | None = "incomplete: no manifest (a run cut short, or it was deleted)"
+        else:
+            try:
+                manifest = read_manifest(manifest_file)
+                problem = _problem(folder, manifest, deep)
+                created = manifest.created
+            except BadBackup as exc:
+                problem = str(exc)
+        entries.append(CatalogEntry(backup, created, manifest, tuple(files), problem))
+    return sorted(entries, key=lambda entry: (entry.created_at, entry.id))
+
+
+def _problem(folder: Path, manifest: Manifest, deep: bool) -> str | None:
+    if manifest.verify_error:
+        return f"failed --verify: {manifest.verify_error}"
+    for artefact in manifest.artefacts:
+        problem = check_artefact(folder, artefact, deep)
+        if problem:
+            return problem
+    return None

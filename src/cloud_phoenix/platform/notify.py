@@ -1,0 +1,339 @@
+"""Send notices through Apprise URLs and into the events store, never blocking the caller.
+
+Every notice is logged at once, in the caller's thread. Then each channel (one per Apprise
+URL, and the events store) gets it on a bounded queue served by a thread of its own, so a
+channel that hangs or fails delays no other channel and never the CPU watch. A channel
+delivers its notices in order, retrying a failure with exponential backoff; when its
+queue is full the oldest notice is dropped, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import apprise
+from apprise.apprise import N_MGR
+
+from cloud_phoenix.journal import format_time
+from cloud_phoenix.platform.cpuwatch import Notice
+from cloud_phoenix.store.base import Event
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff between attempts (first_delay, x factor, at most max_delay) and when to stop."""
+
+    first_delay: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 60.0
+    max_attempts: int = 8
+    max_age: float = 600.0  # seconds after `send`: an older notice is given up
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        for name in ("first_delay", "max_delay", "max_age"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be 0 or more seconds, got {value}")
+        if not (math.isfinite(self.factor) and self.factor >= 1):
+            raise ValueError(f"factor must be 1 or more, got {self.factor}")
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait after the `failed_attempts`-th failure (1, 2, 4 ... max_delay)."""
+        exponent = min(failed_attempts - 1, 64)  # a float power past that overflows
+        return float(min(self.max_delay, self.first_delay * self.factor**exponent))
+
+
+class DeliveryFailed(Exception):
+    """A channel did not accept a notice (Apprise said no)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    notice: Notice
+    event: Event
+    queued_at: float
+
+
+def safe_url_name(url: str) -> str:
+    """Scheme and host of a notification URL, never user, password, token or path."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"  # no scheme: the whole text may be a token
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" in netloc:
+        # user:password@host: the host is an address. Without '@' the "host" of many
+        # Apprise schemes is itself a token (Telegram's bot token), so nothing is shown.
+        return f"{scheme}://***@{netloc.rpartition('@')[2]}"
+    return f"{scheme}://***"
+
+
+def _invalid_url_message(url: str, index: int) -> str:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if not scheme:
+        why = "it has no scheme (expected e.g. json://host/path, slack://..., mailto://...)"
+    elif scheme not in N_MGR:
+        why = f"Apprise has no {scheme!r} service"
+    else:
+        why = f"the {scheme}:// URL is incomplete or malformed"
+    return (
+        f"notification URL {index} in PHOENIX_NOTIFY_URLS ({safe_url_name(url)}) is not a "
+        f"valid Apprise URL: {why}; see https://github.com/caronc/apprise/wiki for the forms"
+    )
+
+
+def _privacy_name(target: apprise.Apprise, url: str) -> str:
+    """Apprise's own privacy form of the URL: passwords and tokens hidden, host kept."""
+    for service in target:
+        privacy_url: Callable[..., object] = service.url  # untyped in Apprise
+        # The query holds Apprise's defaults (method=POST&overflow=...): noise in a log line.
+        return str(privacy_url(privacy=True)).split("?", 1)[0]
+    return safe_url_name(url)
+
+
+class _Channel:
+    """One destination: a bounded queue and the thread that delivers it in order."""
+
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[_Job], None],
+        retry: RetryPolicy,
+        monotonic: Callable[[], float],
+        queue_size: int,
+    ) -> None:
+        self.name = name
+        self._deliver = deliver
+        self._retry = retry
+        self._monotonic = monotonic
+        self._queue: deque[_Job] = deque()
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abort = threading.Event()
+        self.sent = self.failed = self.retried = self.dropped = 0
+        self.last_error: str | None = None
+        self.thread = threading.Thread(target=self._serve, name=f"notify {name}", daemon=True)
+        self.thread.start()
+
+    def put(self, job: _Job) -> None:
+        with self._cond:
+            if self._closing:
+                self.dropped += 1
+                log.warning("notifier closed: %r not sent to %s", job.notice.title, self.name)
+                return
+            if len(self._queue) >= self._queue_size:
+                oldest = self._queue.popleft()
+                self.dropped += 1
+                log.warning(
+                    "notification queue for %s is full (%d): dropped the oldest, %r",
+                    self.name,
+                    self._queue_size,
+                    oldest.notice.title,
+                )
+            self._queue.append(job)
+            self._cond.notify()
+
+    def begin_close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def abort(self) -> int:
+        """Stop waiting between retries and abandon the queue; returns how many were left."""
+        self._abort.set()
+        with self._cond:
+            left = len(self._queue)
+            self._queue.clear()
+            self.dropped += left
+            self._cond.notify()
+        return left
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+            try:
+                self._deliver_with_retry(job)
+            except Exception:  # a bug here must not kill the channel for good
+                log.exception("notification channel %s failed unexpectedly", self.name)
+
+    def _deliver_with_retry(self, job: _Job) -> None:
+        # sent, failed, retried have one writer, this thread: no lock (readers see an int).
+        retry, reason, attempt = self._retry, "", 0
+        while attempt < retry.max_attempts:
+            attempt += 1
+            try:
+                self._deliver(job)
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+            else:
+                self.sent += 1
+                self.last_error = None
+                return
+            self.last_error = reason
+            if attempt == retry.max_attempts or self._monotonic() - job.queued_at >= retry.max_age:
+                break
+            delay = retry.delay(attempt)
+            self.retried += 1
+            log.warning(
+                "notification %r to %s failed (attempt %d of %d): %s; retrying in %.1f s",
+                *(job.notice.title, self.name, attempt, retry.max_attempts, reason, delay),
+            )
+            if self._abort.wait(delay):
+                reason += "; the notifier closed before the retry"
+                break
+        self.failed += 1
+        log.error(
+            "notification %r to %s failed for good after %d attempt(s): %s",
+            *(job.notice.title, self.name, attempt, reason),
+        )
+
+
+class Notifier:
+    """Logs every notice and hands it to each Apprise URL and the events sink, in background.
+
+    `sent`, `failed`, `retried` count deliveries to Apprise URLs (a notice to two URLs
+    counts twice); `events_written`, `events_failed` the events sink; `dropped` notices
+    lost to a full queue or to `close`; `notices` the notices passed to `send`.
+    """
+
+    def __init__(
+        self,
+        urls: Iterable[str],
+        events_sink: Callable[[Event], None] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        queue_size: int = QUEUE_SIZE,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Raises ValueError naming (without credentials) a URL that Apprise cannot use."""
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        retry = retry or RetryPolicy()
+        targets: list[tuple[str, apprise.Apprise]] = []
+        for index, url in enumerate(urls, start=1):
+            target = apprise.Apprise()
+            if not target.add(url):
+                raise ValueError(_invalid_url_message(url, index))
+            targets.append((_privacy_name(target, url), target))
+        self._clock = clock
+        self._monotonic = monotonic
+        self.notices = 0
+        self._urls = [
+            _Channel(name, self._apprise_delivery(target), retry, monotonic, queue_size)
+            for name, target in targets
+        ]
+        self._sink: _Channel | None = None
+        if events_sink is not None:
+            sink = events_sink
+            self._sink = _Channel(
+                "events store", lambda job: sink(job.event), retry, monotonic, queue_size
+            )
+
+    @staticmethod
+    def _apprise_delivery(target: apprise.Apprise) -> Callable[[_Job], None]:
+        def deliver(job: _Job) -> None:
+            started = job.notice.kind == "cpu_peak_started"
+            result = target.notify(
+                body=job.notice.body,
+                title=job.notice.title,
+                notify_type=apprise.NotifyType.WARNING if started else apprise.NotifyType.INFO,
+                body_format=apprise.NotifyFormat.TEXT,
+            )
+            if not result:
+                # Apprise has logged the cause (logger "apprise"); its result says only this.
+                raise DeliveryFailed(f"Apprise reported {result.status.name.lower()}")
+
+        return deliver
+
+    def send(self, notice: Notice, *, record: bool = True) -> None:
+        """Log `notice` and queue it for every channel (the events sink only if `record`: a
+        caller that records its own event says False); returns at once, never raises."""
+        level = logging.WARNING if notice.kind == "cpu_peak_started" else logging.INFO
+        log.log(level, "%s\n%s", notice.title, notice.body)
+        try:
+            moment = datetime.fromtimestamp(self._clock(), UTC)
+            event = Event(format_time(moment), notice.kind, notice.title, dict(notice.data))
+            job = _Job(notice, event, self._monotonic())
+            self.notices += 1
+            for channel in self._urls if not record else self._channels:
+                channel.put(job)
+        except Exception:  # the caller is a control loop: it must go on
+            log.exception("could not queue notice %r", notice.title)
+
+    @property
+    def _channels(self) -> list[_Channel]:
+        return [*self._urls, *([self._sink] if self._sink else [])]
+
+    @property
+    def channel_names(self) -> list[str]:
+        """The Apprise URLs in their privacy form (passwords and tokens hidden)."""
+        return [channel.name for channel in self._urls]
+
+    @property
+    def sent(self) -> int:
+        return sum(channel.sent for channel in self._urls)
+
+    @property
+    def failed(self) -> int:
+        return sum(channel.failed for channel in self._urls)
+
+    @property
+    def retried(self) -> int:
+        return sum(channel.retried for channel in self._urls)
+
+    @property
+    def dropped(self) -> int:
+        return sum(channel.dropped for channel in self._channels)
+
+    @property
+    def events_written(self) -> int:
+        return self._sink.sent if self._sink else 0
+
+    @property
+    def events_failed(self) -> int:
+        return self._sink.failed if self._sink else 0
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued within `timeout` s, then abandon the rest; True if all went."""
+        deadline = time.monotonic() + timeout
+        channels = self._channels
+        for channel in channels:
+            channel.begin_close()
+        for channel in channels:
+            channel.thread.join(max(0.0, deadline - time.monotonic()))
+        drained = True
+        for channel in channels:
+            busy = channel.thread.is_alive()
+            left = channel.abort()
+            if left or busy:
+                drained = False
+                log.warning(
+                    "notifier closed before %s took everything: %d queued notice(s) abandoned%s",
+                    channel.name,
+                    left,
+                    ", one delivery still under way" if busy else "",
+                )
+        for channel in channels:
+            # Threads waiting between retries exit at once now; one stuck in a network call
+            # is a daemon and is left to its own timeout.
+            channel.thread.join(0.5)
+        return drained

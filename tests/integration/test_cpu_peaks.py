@@ -1,0 +1,285 @@
+"""The CPU watch end to end: a real `phoenix serve` under /generatecert load, psutil, Apprise
+to a webhook on loopback, events in the store; and the shell's pieces on the real host."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloud_phoenix.journal import AccessRecord, file_name, format_time
+from cloud_phoenix.platform.cpuloop import CpuWatch, HostCpu, ProcessTable, busiest_endpoints
+from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
+from cloud_phoenix.platform.notify import Notifier, RetryPolicy
+from cloud_phoenix.store import open_store
+from tests.fixtures.server import PhoenixProcess, start_phoenix
+from tests.unit.test_notify import Receiver
+
+pytestmark = pytest.mark.integration
+
+SERVE = "phoenix serve"
+RETRY = RetryPolicy(first_delay=0.1, max_delay=1.0, max_attempts=5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[PhoenixProcess]:
+    server = start_phoenix(tmp_path / "home")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def host_cpu_over(seconds: float) -> float:
+    """The host's CPU percent averaged over the next `seconds`."""
+    cpu = HostCpu()
+    time.sleep(seconds)
+    return cpu.read()
+
+
+def skip_if_host_busy(limit: float, patience: float = 60.0) -> None:
+    # Another run (a benchmark, another suite) on this small machine would make peaks
+    # that are not ours: wait a while for it to pass, then give up rather than measure it.
+    deadline = time.monotonic() + patience
+    while (baseline := host_cpu_over(2.0)) >= limit:
+        if time.monotonic() > deadline:
+            pytest.skip(f"host CPU stayed at {baseline:.0f} %: too busy to measure peaks")
+
+
+def skip_if_someone_else_ran_hot(extra: list[dict[str, Any]]) -> None:
+    """Extra notices after ours are inconclusive if what ran hot was outside the stack."""
+
+    def hottest(notice: dict[str, Any]) -> str:
+        lines = str(notice["message"]).splitlines()
+        return next((line for line in lines if line.startswith("  ")), "")
+
+    if extra and all(SERVE not in hottest(notice) for notice in extra):
+        pytest.skip(f"a process outside the stack made more peaks: {extra[0]['message']}")
+
+
+def generate_certs(url: str, until: float) -> None:
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() < until:
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(url + "/generatecert", params={"cn": "peak.test"})
+
+
+def test_a_generatecert_load_gives_one_start_and_one_end_notice(
+    serve: PhoenixProcess, receiver: Receiver
+) -> None:
+    skip_if_host_busy(40.0)
+    store = open_store(f"sqlite:///{serve.home / 'db' / 'phoenix.sqlite3'}")
+    notifier = Notifier([receiver.url()], store.add_event, retry=RETRY)
+    # Two cores: RSA generation in serve's two key threads holds the host near 100 %.
+    policy = CpuPolicy(threshold=70.0, peak_seconds=2.0, interval=0.5)
+    watch = CpuWatch(
+        policy,
+        notifier,
+        stack_pids=lambda: {SERVE: serve.process.pid},
+        endpoints=lambda since: busiest_endpoints(serve.home / "journal", since),
+        workers=lambda: 1,
+    )
+    stop = threading.Event()
+    sampler = threading.Thread(target=watch.run, args=(stop,), daemon=True)
+    sampler.start()
+    try:
+        time.sleep(1.5)
+        assert receiver.requests == [] and watch.samples >= 2
+        until = time.monotonic() + 6.0
+        clients = [
+            threading.Thread(target=generate_certs, args=(serve.url, until), daemon=True)
+            for _ in range(4)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(40)
+        # The end needs 2 s under the threshold after the load, then the delivery.
+        assert receiver.wait_for(2, timeout=30), f"notices: {receiver.requests}"
+        time.sleep(3.0)  # and nothing more follows
+    finally:
+        stop.set()
+        sampler.join(5)
+        notifier.close(5)
+    assert not sampler.is_alive()
+    delivered = receiver.delivered
+    skip_if_someone_else_ran_hot(delivered[2:])
+    assert [p["type"] for p in delivered] == ["warning", "info"], delivered
+    start, end = delivered
+    assert start["title"].startswith("CPU peak") and "threshold 70 %" in start["title"]
+    assert f"{SERVE} (pid {serve.process.pid}):" in start["message"]
+    assert "/generatecert: " in start["message"]
+    assert "Workers: 1" in start["message"]
+    assert end["title"].startswith("CPU peak ended")
+    assert watch.peaks == 1 and watch.errors == 0 and not watch.in_peak
+    assert (notifier.sent, notifier.failed) == (2, 0)
+
+    events = {e.kind: e for e in store.events(limit=10) if e.kind.startswith("cpu_peak")}
+    store.close()
+    started, ended = events["cpu_peak_started"], events["cpu_peak_ended"]
+    top = started.data["processes"]
+    serving = [p for p in top if p["name"] == SERVE]
+    assert serving and serving[0]["percent"] >= 25.0, top  # at least half a core of two
+    assert started.data["endpoints"][0]["path"] == "/generatecert"
+    assert started.data["host_percent"] >= 70.0
+    assert 2.0 <= ended.data["duration_seconds"] <= 12.0
+    assert ended.data["max_percent"] >= started.data["host_percent"]
+    assert any(p["name"] == SERVE for p in ended.data["processes"])
+
+
+def test_an_idle_host_gives_no_notice(serve: PhoenixProcess, receiver: Receiver) -> None:
+    # Ten seconds, not the issue's full minute: the test's time stays bounded, and the long
+    # idle traces are the pure tests' job (an idle hour in test_cpuwatch). This checks that
+    # the real sampler, at 95 %, does not see peaks in an idle stack.
+    skip_if_host_busy(60.0)
+    notifier = Notifier([receiver.url()], retry=RETRY)
+    policy = CpuPolicy(threshold=95.0, peak_seconds=2.0, interval=0.5)
+    watch = CpuWatch(policy, notifier, stack_pids=lambda: {SERVE: serve.process.pid})
+    highest, notices = 0.0, list[Notice]()
+    try:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            notices += watch.tick()
+            assert watch.last_sample is not None
+            highest = max(highest, watch.last_sample.host_percent)
+            time.sleep(policy.interval)
+    finally:
+        notifier.close(5)
+    if highest >= policy.threshold:
+        pytest.skip(f"something else drove the host to {highest:.0f} % during the test")
+    assert notices == [] and receiver.requests == []
+    assert watch.samples >= 15 and watch.peaks == 0 and watch.errors == 0
+
+
+# -- the shell's pieces on the real host --------------------------------------------------
+
+
+def burn(seconds: float) -> None:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        sum(i * i for i in range(1000))
+
+
+def test_host_and_process_cpu_come_from_real_readings() -> None:
+    cpu, table = HostCpu(), ProcessTable()
+    assert table.percent(os.getpid()) == 0.0  # psutil's first reading of a process
+    burn(0.3)
+    busy = table.percent(os.getpid())
+    assert busy is not None and busy > 10.0  # one core of this machine's cores, in host %
+    host = cpu.read()
+    assert 0.0 <= host <= 100.0
+    assert math.isnan(cpu.read()) or 0.0 <= cpu.read() <= 100.0
+    assert table.percent(2**22 + 12345) is None  # no such process
+
+
+def test_tick_logs_and_counts_errors_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[Notice] = []
+
+    class Sink:
+        def send(self, notice: Notice) -> None:
+            sent.append(notice)
+            raise RuntimeError("sink broken")
+
+    def no_pids() -> dict[str, int]:
+        raise OSError("status file unreadable")
+
+    def no_endpoints(since: float) -> tuple[tuple[str, int], ...]:
+        raise OSError("journal gone")
+
+    # Threshold 1 %: every sample is high, so endpoints are asked for and a peak starts.
+    watch = CpuWatch(
+        CpuPolicy(threshold=1.0, peak_seconds=0.0),
+        Sink(),
+        stack_pids=no_pids,
+        endpoints=no_endpoints,
+        workers=lambda: 1 // 0,
+    )
+    burn(0.2)
+    watch.tick()
+    assert watch.samples == 1
+    assert [n.kind for n in sent] == ["cpu_peak_started"]
+    assert watch.errors == 4  # pids, endpoints, workers, the sink
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "status file unreadable" in messages and "journal gone" in messages
+
+
+def test_tick_names_each_worker_even_when_names_repeat() -> None:
+    notices: list[Notice] = []
+
+    class Sink:
+        def send(self, notice: Notice) -> None:
+            notices.append(notice)
+
+    pairs = [("worker", os.getpid()), ("worker", os.getppid()), ("gone", 2**22 + 12345)]
+    watch = CpuWatch(CpuPolicy(threshold=1.0, peak_seconds=0.0), Sink(), stack_pids=lambda: pairs)
+    watch.tick()
+    burn(0.3)
+    watch.tick()
+    assert watch.last_sample is not None
+    stack = [p for p in watch.last_sample.processes if p.stack]
+    assert sorted(p.pid for p in stack) == sorted([os.getpid(), os.getppid()])
+    assert {p.name for p in stack} == {"worker"}
+    # CPU was high: processes outside the stack were looked at too.
+    assert all(
+        p.pid not in {os.getpid(), os.getppid()} for p in watch.last_sample.processes if not p.stack
+    )
+
+
+def write_journal(path: Path, records: list[tuple[float, str]], tail: bytes = b"") -> None:
+    lines = []
+    for epoch, route in records:
+        moment = format_time(datetime.fromtimestamp(epoch, UTC))
+        lines.append(
+            AccessRecord(
+                moment, "GET", route, "", 200, 10, 1.0, "127.0.0.1", "t", "", "w", "r"
+            ).to_line()
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        handle.write(b"".join(lines) + tail)
+
+
+def test_busiest_endpoints_counts_recent_paths_from_the_journal_tail(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    now = 1_700_000_000.0
+    today = journal / file_name(datetime.fromtimestamp(now, UTC))
+    old = [(now - 3600, "/old")] * 3000  # ~600 KB: beyond the tail that is read
+    recent = [(now - 5, "/generatecert")] * 7 + [(now - 4, "/health")] * 2 + [(now - 1, "/")] * 2
+    write_journal(today, old + recent, tail=b'not json\n{"time": "partial')
+    assert today.stat().st_size > 2 * (256 << 10)
+    assert busiest_endpoints(journal, now - 10) == (("/generatecert", 7), ("/", 2), ("/health", 2))
+    assert busiest_endpoints(journal, now - 10, limit=1) == (("/generatecert", 7),)
+    assert busiest_endpoints(journal, now + 1) == ()
+    assert busiest_endpoints(tmp_path / "missing", now) == ()
+
+
+def test_busiest_endpoints_reads_across_midnight(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z
+    write_journal(
+        journal / file_name(datetime.fromtimestamp(midnight - 1, UTC)),
+        [(midnight - 3, "/a"), (midnight - 2, "/b")],
+    )
+    write_journal(
+        journal / file_name(datetime.fromtimestamp(midnight, UTC)), [(midnight + 1, "/a")]
+    )
+    assert busiest_endpoints(journal, midnight - 2.5) == (("/a", 1), ("/b", 1))
+    assert busiest_endpoints(journal, midnight - 5) == (("/a", 2), ("/b", 1))
