@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 # postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve);
-# backend, store_url, connect, store (one fresh store of each kind); browser (Chromium).
+# backend, store_url, connect, store (one fresh store of each kind); browser (Chromium);
+# receiver (a loopback webhook).
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.postgres",
     "tests.fixtures.server",
     "tests.fixtures.stores",
+    "tests.fixtures.webhook",
 ]

@@ -22,21 +22,12 @@ from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.notify import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix
-from tests.unit.test_notify import Receiver
+from tests.fixtures.webhook import Receiver
 
 pytestmark = pytest.mark.integration
 
 SERVE = "phoenix serve"
 RETRY = RetryPolicy(first_delay=0.1, max_delay=1.0, max_attempts=5)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

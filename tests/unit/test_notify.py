@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,80 +12,11 @@ from cloud_phoenix.platform.cpuwatch import Notice
 from cloud_phoenix.platform.notify import Notifier, RetryPolicy, safe_url_name
 from cloud_phoenix.store.base import Event, StoreError, StoreUnavailable
 from tests.fixtures.ports import free_port
+from tests.fixtures.webhook import Receiver
 
 FAST = RetryPolicy(first_delay=0.01, max_delay=0.05, max_attempts=4)
 START = Notice("cpu_peak_started", "CPU peak: 97 %", "Host CPU 97.0 %\nserve (pid 1)", {"a": 1})
 END = Notice("cpu_peak_ended", "CPU peak ended after 6 s", "highest 99.0 %", {"b": [1, 2]})
-
-
-class Receiver:
-    """A loopback webhook: records every POST, answers with scripted statuses, then 200.
-
-    `hold` makes it keep each request until released (or 10 s), to play a hanging service.
-    """
-
-    def __init__(self, statuses: tuple[int, ...] = (), hold: bool = False) -> None:
-        self.statuses = list(statuses)
-        self.requests: list[tuple[str, int, dict[str, Any]]] = []  # path, answer, JSON
-        self.arrived = 0  # requests received, answered or still held
-        self.release = threading.Event()
-        if not hold:
-            self.release.set()
-        self._arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                payload = json.loads(self.rfile.read(length) or b"{}")
-                with receiver._arrived:
-                    receiver.arrived += 1
-                receiver.release.wait(10)
-                with receiver._arrived:
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    receiver.requests.append((self.path, status, payload))
-                    receiver._arrived.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/hooks/phoenix") -> str:
-        return f"json://127.0.0.1:{self.port}{path}"
-
-    @property
-    def delivered(self) -> list[dict[str, Any]]:
-        """The JSON of the requests answered 2xx, in arrival order."""
-        with self._arrived:
-            return [payload for _, status, payload in self.requests if status < 300]
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
-        """Wait until `count` requests (any answer) have arrived."""
-        with self._arrived:
-            return self._arrived.wait_for(lambda: len(self.requests) >= count, timeout)
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def wait_until(condition: Any, timeout: float = 10.0) -> bool:

@@ -1,0 +1,67 @@
+"""Operations inside `phoenix up`: a CPU peak under a /generatecert load is notified once
+when it starts and once when it ends, through Apprise to a loopback webhook, and recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.store import open_store
+from tests.fixtures.server import running_stack
+from tests.fixtures.webhook import Receiver
+
+pytestmark = pytest.mark.drill
+
+
+def hammer(url: str, until: float) -> None:
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() < until:
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(url + "/generatecert", params={"cn": "peak.test"})
+
+
+def test_a_cpu_peak_in_the_stack_gives_one_start_and_one_end_notice(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    with running_stack(
+        tmp_path / "home",
+        PHOENIX_NOTIFY_URLS=receiver.url(),
+        PHOENIX_CPU_THRESHOLD="70",
+        PHOENIX_CPU_PEAK_SECONDS="2",
+        PHOENIX_CPU_INTERVAL="0.5",
+        PHOENIX_MIN_WORKERS="2",
+        PHOENIX_MAX_WORKERS="2",
+    ) as stack:
+        time.sleep(2)
+        assert receiver.requests == [], "an idle stack sent a notice"
+        until = time.monotonic() + 6
+        clients = [threading.Thread(target=hammer, args=(stack.url, until)) for _ in range(4)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(40)
+        assert receiver.wait_for(2, timeout=30), receiver.requests
+        time.sleep(3)  # nothing more follows
+        operations = (read_status(stack.home / "run") or {}).get("operations", {})
+        metrics = httpx.get(stack.url + "/metrics", timeout=10).text
+        time.sleep(1.5)  # events reach the store once a second
+        store = open_store(f"sqlite:///{stack.home}/db/phoenix.sqlite3")
+        try:
+            kinds = [e.kind for e in store.events(limit=50) if e.kind.startswith("cpu_peak")]
+        finally:
+            store.close()
+    delivered = receiver.delivered
+    assert [p["type"] for p in delivered] == ["warning", "info"], delivered
+    start, end = delivered
+    assert "/generatecert" in start["message"] and "Workers: 2" in start["message"]
+    assert "worker (pid" in start["message"]
+    assert end["title"].startswith("CPU peak ended")
+    assert operations["cpu_peaks"] == 1 and operations["notifications_sent"] == 2
+    assert "phoenix_cpu_peaks_total 1.0" in metrics
+    assert sorted(kinds) == ["cpu_peak_ended", "cpu_peak_started"]
