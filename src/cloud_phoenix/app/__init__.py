@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        rt.started = time.monotonic()  # in this worker (with --preload the app predates it)
         rt.pool.start()
         try:
             rt.store.migrate()

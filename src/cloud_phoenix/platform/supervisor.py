@@ -15,7 +15,6 @@ import os
 import select
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -33,16 +32,22 @@ from cloud_phoenix.platform.children import Child, ChildSpec
 from cloud_phoenix.platform.cpuloop import CpuWatch, busiest_endpoints
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
+from cloud_phoenix.platform.eventlog import EventLog
 from cloud_phoenix.platform.host import listen, lock_home, prepare_home
 from cloud_phoenix.platform.notify import Notifier
+from cloud_phoenix.platform.stackspec import (
+    child_env,
+    collector_spec,
+    gunicorn_spec,
+    haproxy_spec,
+)
 from cloud_phoenix.platform.status import StackStatus, write_status
-from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
+from cloud_phoenix.store import Event, LogStore, open_store
 
 log = logging.getLogger(__name__)
 
 TICK = 0.1
 GUNICORN_BOOT_ERRORS = {3, 4}  # gunicorn: a worker cannot boot / the app cannot be loaded
-MAX_PENDING_EVENTS = 1000
 
 
 class Supervisor:
@@ -58,13 +63,11 @@ class Supervisor:
         self.store = store
         self.signals: deque[int] = deque()
         self.children: dict[str, Child] = {}
-        self.pending_events: deque[Event] = deque(maxlen=MAX_PENDING_EVENTS)
-        self.recent_events: deque[dict[str, Any]] = deque(maxlen=20)
+        self.events = EventLog(store)
         self.worker_pids: dict[int, float] = {}
         self.master_pid: int | None = None
         self.retiring = 0
         self.worker_restarts = 0
-        self.store_ready = False
         self.below_since: float | None = None
         self.started = format_time(datetime.now(UTC))
         self.status = StackStatus(os.getpid(), settings.port, self.started)
@@ -110,8 +113,14 @@ class Supervisor:
             ) from None
         self.stats = EdgeStats(self.edge_config.stats_socket)
         if self.store is None:
-            self.store = open_store(s.db_url)
-        self.children = {spec.name: Child(spec) for spec in self._specs()}
+            self.store = self.events.store = open_store(s.db_url)
+        self.env = child_env(s, self.metrics_dir)
+        specs = [
+            collector_spec(s, self.env),
+            self._gunicorn_spec(),
+            haproxy_spec(s, self.env, haproxy_bin, self.haproxy_cfg, self.edge.fileno()),
+        ]
+        self.children = {spec.name: Child(spec) for spec in specs}
         try:
             # Its events sink is the supervisor's own events queue: log, status, store.
             self.notifier = Notifier(s.notify_urls, events_sink=self._record)
@@ -127,74 +136,6 @@ class Supervisor:
             endpoints=lambda since: busiest_endpoints(s.journal_dir, since),
             workers=lambda: len(self.worker_pids),
         )
-
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "PHOENIX_HOME": str(self.settings.home.resolve()),
-                "PHOENIX_COLLECTOR_IN_PROCESS": "false",
-                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir.resolve()),
-            }
-        )
-        return env
-
-    def _gunicorn_spec(self) -> ChildSpec:
-        s = self.settings
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:cloud_phoenix.platform.gunicorn_conf",
-            "--bind",
-            f"fd://{self.backend.fileno()}",
-            "--workers",
-            str(self.gunicorn_workers),
-            "--worker-class",
-            "cloud_phoenix.platform.worker.PhoenixWorker",
-            "--preload",  # app imported once in the master: a respawned worker serves at once
-            "--graceful-timeout",
-            f"{s.graceful_timeout:g}",
-            "--timeout",
-            "30",
-            "--keep-alive",
-            "75",  # longer than HAProxy's idle keep-alive to the backend
-            "--forwarded-allow-ips",
-            "127.0.0.1",
-            "--log-level",
-            s.log_level,
-            "--error-logfile",
-            "-",
-            s.worker_app,
-        ]
-        return ChildSpec(
-            "gunicorn",
-            argv,
-            self._env(),
-            pass_fds=(self.backend.fileno(),),
-            log_path=s.logs_dir / "gunicorn.log",
-        )
-
-    def _specs(self) -> list[ChildSpec]:
-        env, logs = self._env(), self.settings.logs_dir
-        return [
-            ChildSpec(
-                "collector",
-                [sys.executable, "-m", "cloud_phoenix", "collect"],
-                env,
-                log_path=logs / "collector.log",
-            ),
-            self._gunicorn_spec(),
-            ChildSpec(
-                "haproxy",
-                [self.haproxy_bin, "-f", str(self.haproxy_cfg), "-db"],
-                env,
-                pass_fds=(self.edge.fileno(),),
-                stop_signal=signal.SIGUSR1,
-                log_path=logs / "haproxy.log",
-            ),
-        ]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -230,7 +171,7 @@ class Supervisor:
                     next_second = now + 1.0
                     self._autoscale(now)
                     self.backups.tick()
-                    self._flush_events()
+                    self.events.flush()
                 if now >= next_cpu:
                     next_cpu = now + self.settings.cpu_interval
                     self.cpu.tick()
@@ -351,12 +292,10 @@ class Supervisor:
 
     def event(self, kind: str, message: str, data: dict[str, Any]) -> None:
         """Into the server log, the status, and (soon after) the store's `events`."""
-        event = Event(format_time(datetime.now(UTC)), kind, message, data)
-        log.info("event %s: %s", kind, message)
-        self.pending_events.append(event)
-        self.recent_events.append(
-            {"time": event.time, "kind": kind, "message": message, "data": data}
-        )
+        self.events.record(kind, message, data)
+
+    def _gunicorn_spec(self) -> ChildSpec:
+        return gunicorn_spec(self.settings, self.env, self.backend.fileno(), self.gunicorn_workers)
 
     def _record(self, event: Event) -> None:
         """The notifier's events sink (called from its thread): deque appends are atomic."""
@@ -369,27 +308,6 @@ class Supervisor:
     def _stack_pids(self) -> list[tuple[str, int]]:
         pids = [(name, child.pid) for name, child in self.children.items() if child.pid]
         return [*pids, *(("worker", pid) for pid in self.worker_pids)]
-
-    def _flush_events(self) -> None:
-        if self.store is None or not self.pending_events:
-            return
-        if not self.store_ready:
-            try:
-                self.store.migrate()
-            except StoreError as exc:
-                log.debug("events wait for the store: %s", exc)
-                return
-            self.store_ready = True
-        while self.pending_events:
-            try:
-                self.store.add_event(self.pending_events[0])
-            except StoreUnavailable as exc:
-                log.debug("events wait for the store: %s", exc)
-                self.store_ready = False
-                return
-            except StoreError as exc:  # this event can never be stored: do not block the rest
-                log.error("event dropped from the store (kept in this log): %s", exc)
-            self.pending_events.popleft()
 
     def _write_status(self) -> None:
         now = time.monotonic()
@@ -420,7 +338,7 @@ class Supervisor:
             "notifications_failed": self.notifier.failed,
             "backups_failed": self.backups.failures,
         }
-        status.events = list(self.recent_events)
+        status.events = list(self.events.recent)
         status.stopping = self.stopping
         try:
             write_status(self.settings.run_dir, status)
@@ -444,7 +362,7 @@ class Supervisor:
         self.backups.join(30)
         self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})
         self.notifier.close(5)
-        self._flush_events()
+        self.events.flush()
         if self.store is not None:
             self.store.close()
         (self.settings.run_dir / "status.json").unlink(missing_ok=True)
