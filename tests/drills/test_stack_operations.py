@@ -1,16 +1,19 @@
-"""Operations inside `phoenix up`: a CPU peak under a /generatecert load is notified once
-when it starts and once when it ends, through Apprise to a loopback webhook, and recorded."""
+"""Operations inside `phoenix up`: a minute idle gives no notice and the daily backup runs at
+its time; then a CPU peak under a /generatecert load is notified once when it starts and
+once when it ends, through Apprise to a loopback webhook, and recorded."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cloud_phoenix.platform.backup.catalog import scan
 from cloud_phoenix.platform.status import read_status
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import running_stack
@@ -26,9 +29,10 @@ def hammer(url: str, until: float) -> None:
                 client.get(url + "/generatecert", params={"cn": "peak.test"})
 
 
-def test_a_cpu_peak_in_the_stack_gives_one_start_and_one_end_notice(
+def test_idle_minute_daily_backup_then_one_notice_per_peak(
     tmp_path: Path, receiver: Receiver
 ) -> None:
+    backup_at = (datetime.now() + timedelta(minutes=1)).strftime("%H:%M")  # local time
     with running_stack(
         tmp_path / "home",
         PHOENIX_NOTIFY_URLS=receiver.url(),
@@ -37,9 +41,15 @@ def test_a_cpu_peak_in_the_stack_gives_one_start_and_one_end_notice(
         PHOENIX_CPU_INTERVAL="0.5",
         PHOENIX_MIN_WORKERS="2",
         PHOENIX_MAX_WORKERS="2",
+        PHOENIX_BACKUP_AT=backup_at,
     ) as stack:
-        time.sleep(2)
-        assert receiver.requests == [], "an idle stack sent a notice"
+        idle_until = time.monotonic() + 60
+        while time.monotonic() < idle_until or not scan(stack.home / "backups"):
+            assert time.monotonic() < idle_until + 15, "the daily backup did not run"
+            time.sleep(1)
+        assert receiver.requests == [], "an idle minute sent a notice"
+        [backup] = scan(stack.home / "backups")
+        assert backup.good and backup.manifest is not None
         until = time.monotonic() + 6
         clients = [threading.Thread(target=hammer, args=(stack.url, until)) for _ in range(4)]
         for client in clients:
@@ -65,3 +75,4 @@ def test_a_cpu_peak_in_the_stack_gives_one_start_and_one_end_notice(
     assert operations["cpu_peaks"] == 1 and operations["notifications_sent"] == 2
     assert "phoenix_cpu_peaks_total 1.0" in metrics
     assert sorted(kinds) == ["cpu_peak_ended", "cpu_peak_started"]
+    assert "phoenix_backups 1.0" in metrics
