@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from cloud_phoenix import __version__
-from cloud_phoenix.app import errors, ops, pages, routes
+from cloud_phoenix.app import errors, fastlane, ops, pages, routes
 from cloud_phoenix.app.certs import make_spare
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics, operations_figures
@@ -107,7 +107,8 @@ def create_app(settings: Settings, store: LogStore | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.index_page = pages.render_index(app)
     # The last added is the outermost: every request, the static pages too, is recorded.
-    app.add_middleware(pages.StaticPages, pages={"/": app.state.index_page})
+    app.add_middleware(fastlane.ReadyCertificates, pool=rt.pool, metrics=rt.metrics)
+    app.add_middleware(fastlane.StaticPages, pages={"/": app.state.index_page})
     app.add_middleware(
         RequestLog, journal=rt.journal, metrics=rt.metrics, stdout=settings.access_log_stdout
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -45,18 +46,22 @@ class SpareKey:
     key: rsa.RSAPrivateKey
     ready: IssuedCertificate
     made: float  # time.monotonic() when signed
+    ready_json: bytes = b""  # `ready` as the /generatecert body, serialised in the key thread
+
+    def fresh(self, now: float) -> bool:
+        return now - self.made <= READY_MAX_AGE
 
     def certificate(self, common_name: str, days: int, now: float) -> IssuedCertificate | None:
         """The ready-made certificate, if it is the one asked for and still fresh."""
-        fresh = now - self.made <= READY_MAX_AGE
         wanted = common_name == DEFAULT_CN and days == DEFAULT_DAYS
-        return self.ready if fresh and wanted else None
+        return self.ready if wanted and self.fresh(now) else None
 
 
 def make_spare() -> SpareKey:
     """A new key and its default certificate (runs in a generator thread)."""
     key = generate_key()
-    return SpareKey(key, issue_certificate(key, DEFAULT_CN, DEFAULT_DAYS), time.monotonic())
+    ready = issue_certificate(key, DEFAULT_CN, DEFAULT_DAYS)
+    return SpareKey(key, ready, time.monotonic(), orjson.dumps(asdict(ready)))
 
 
 @dataclass(frozen=True, slots=True)

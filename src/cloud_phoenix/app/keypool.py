@@ -95,6 +95,17 @@ class KeyPool(Generic[T]):
         rounds = len(self._waiters) // self.concurrency + 1
         return rounds * self._seconds_per_key
 
+    def take_ready(self, usable: Callable[[T], bool]) -> T | None:
+        """The oldest spare if there is one and `usable(spare)`; None otherwise (nothing is
+        taken then). For callers that answer at once or not at all."""
+        if self._executor is None or not self._spares or not usable(self._spares[0]):
+            return None
+        self._demanded = True
+        spare = self._spares.popleft()
+        self._on_change(len(self._spares))
+        self._fill()
+        return spare
+
     async def take(self) -> T:
         if self._executor is None:
             raise RuntimeError("the key pool is not started")

@@ -9,10 +9,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_phoenix.app.errors import ErrorBody
-from cloud_phoenix.app.requestlog import ROUTE_KEY
 from cloud_phoenix.app.routes import CommonName, ValidityDays, issue_certificate_for, runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -93,33 +91,6 @@ def render_index(app: FastAPI) -> bytes:
 async def index(request: Request) -> HTMLResponse:
     # Reached only by what StaticPages lets through (a HEAD, say); GET / never gets here.
     return HTMLResponse(request.app.state.index_page)
-
-
-class StaticPages:
-    """Pages fixed for the life of the process (the catalogue), answered without the
-    framework's routing: `GET /` is the most requested page and the cheapest to answer."""
-
-    def __init__(self, app: ASGIApp, pages: dict[str, bytes]) -> None:
-        self.app = app
-        self.pages = {
-            path: (
-                body,
-                [
-                    (b"content-type", b"text/html; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            )
-            for path, body in pages.items()
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        page = self.pages.get(scope["path"]) if scope["type"] == "http" else None
-        if page is None or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        scope[ROUTE_KEY] = scope["path"]
-        await send({"type": "http.response.start", "status": 200, "headers": page[1]})
-        await send({"type": "http.response.body", "body": page[0]})
 
 
 @router.get(
