@@ -264,6 +264,48 @@ def drill_scale(
     raise typer.Exit(0 if report.passed else 1)
 
 
+@cli.command()
+def deploy(
+    app: Annotated[
+        str | None,
+        typer.Option(
+            help="What the new workers serve (module:attribute), for this stack's life; "
+            "default PHOENIX_WORKER_APP. For tests and for switching apps."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, max=3600, help="Seconds the new workers get to pass /ready.")
+    ] = 60.0,
+) -> None:
+    """Reload the running stack onto the code now on disk, without dropping a request.
+
+    New workers start beside the old ones and must pass /ready within TIMEOUT s; then the
+    old ones drain. If the new ones fail, the old ones stay: exit 1 with the reason.
+    """
+    from cloud_phoenix.platform.deploy import DeployUnanswered, await_result, request_deploy
+    from cloud_phoenix.platform.deploy.protocol import describe
+    from cloud_phoenix.platform.status import read_status, supervisor_alive
+
+    settings = load_settings()
+    data = read_status(settings.run_dir)
+    if data is None or not supervisor_alive(data):
+        raise fail(
+            f"no stack is running with PHOENIX_HOME={settings.home} (start one: phoenix up)",
+            exitcodes.NOT_RUNNING,
+        )
+    pid = int(data["supervisor_pid"])
+    wait = timeout + 2 * settings.graceful_timeout + 30  # ready, drained, and some slack
+    try:
+        request = request_deploy(settings.run_dir, pid, app or "", timeout)
+        result = await_result(settings.run_dir, request, pid, wait, typer.echo)
+    except DeployUnanswered as exc:
+        code = exitcodes.UNAVAILABLE if supervisor_alive(data) else exitcodes.NOT_RUNNING
+        raise fail(str(exc), code) from None
+    if result.get("state") != "ok":
+        raise fail(f"deploy {request.id} {describe(result)}", 1)
+    typer.echo(describe(result))
+
+
 register_backup_commands(cli)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,15 @@ class _Reader:
         return raw
 
 
+def _instance(raw: str) -> str:
+    """PHOENIX_INSTANCE: empty (one host), `hostname` (the pod's or task's), or a name."""
+    name = socket.gethostname() if raw.strip().lower() == "hostname" else raw.strip()
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", name).strip("-_")[:63]
+    if raw.strip() and not name:
+        raise ConfigError(f"PHOENIX_INSTANCE={raw!r} is not valid: letters, digits, '-', '_'")
+    return name
+
+
 def _clock_time(raw: str) -> str:
     """HH:MM, 24-hour clock."""
     hours, sep, minutes = raw.strip().partition(":")
@@ -102,6 +113,7 @@ class Settings:
     scale_in_window: float = 60.0
     graceful_timeout: float = 20.0
     haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
+    instance: str = ""  # names this instance's journal files where several share a store
     cpu_interval: float = 1.0
     cpu_threshold: float = 80.0
     cpu_peak_seconds: float = 2.0
@@ -152,6 +164,7 @@ class Settings:
             scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
             graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
             haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
+            instance=_instance(environ.get("PHOENIX_INSTANCE") or ""),
             cpu_interval=read.number("PHOENIX_CPU_INTERVAL", 1.0, 0.1, 60),
             cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", 80.0, 1, 100),
             cpu_peak_seconds=read.number("PHOENIX_CPU_PEAK_SECONDS", 2.0, 0, 3600),

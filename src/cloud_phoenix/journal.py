@@ -25,7 +25,10 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-FILE_RE = re.compile(r"^access-(\d{4}-\d{2}-\d{2})\.jsonl$")
+# access-DAY.jsonl, or access-DAY.INSTANCE.jsonl where several instances (pods, tasks) each
+# keep a journal of their own and share one store: the instance keeps their positions apart.
+INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+FILE_RE = re.compile(r"^access-(\d{4}-\d{2}-\d{2})(?:\.([A-Za-z0-9][A-Za-z0-9_-]{0,62}))?\.jsonl$")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 DAY = 86400
@@ -43,15 +46,18 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
 
 
-def file_name(moment: datetime) -> str:
-    return f"access-{moment.astimezone(UTC):%Y-%m-%d}.jsonl"
+def file_name(moment: datetime, instance: str = "") -> str:
+    day = f"{moment.astimezone(UTC):%Y-%m-%d}"
+    return f"access-{day}.{instance}.jsonl" if instance else f"access-{day}.jsonl"
 
 
 def position_key(file: str, offset: int) -> str:
-    """The record's identity: the journal day and the byte offset of its line."""
+    """The record's identity: the journal day, the instance if any, the byte offset."""
     match = FILE_RE.match(file)
-    day = match.group(1) if match else file
-    return f"{day}:{offset:012d}"
+    if match is None:
+        return f"{file}:{offset:012d}"
+    day, instance = match.groups()
+    return f"{day}:{instance}:{offset:012d}" if instance else f"{day}:{offset:012d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +149,13 @@ class JournalEntry:
 class JournalWriter:
     """Appends records to today's journal file, one ``write`` a record."""
 
-    def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, directory: Path, clock: Callable[[], float] = time.time, instance: str = ""
+    ) -> None:
         """`clock` gives the epoch time of a write: its UTC day names the file."""
+        if instance and not INSTANCE_RE.match(instance):
+            raise ValueError(f"instance {instance!r}: letters, digits, '-' and '_' only")
+        self.instance = instance
         self.directory = directory
         self._clock = clock
         self._lock = threading.Lock()
@@ -162,7 +173,7 @@ class JournalWriter:
             name = self._name
             try:
                 if int(now // DAY) != self._day:
-                    name = file_name(datetime.fromtimestamp(now, UTC))
+                    name = file_name(datetime.fromtimestamp(now, UTC), self.instance)
                     self._reopen(name)
                     self._day = int(now // DAY)
                 written = os.write(self._fd, line)

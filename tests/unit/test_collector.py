@@ -7,7 +7,7 @@ import pytest
 
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
 from cloud_phoenix.platform.collector import Collector, measure_lag
-from cloud_phoenix.store import LogQuery, StoreUnavailable
+from cloud_phoenix.store import Cursor, LogQuery, StoreUnavailable
 from cloud_phoenix.store.sqlite import SQLiteStore
 
 
@@ -108,3 +108,23 @@ def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -
     assert sleeps[:3] == [0.5, 1.0, 2.0]
     assert collector.stats.outages == 1
     assert store.count() == 5
+
+
+def test_instances_sharing_one_store_keep_their_positions_apart(tmp_path: Path) -> None:
+    """Two pods, each with its own journal, one database: nothing of either is lost."""
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    day = datetime(2026, 11, 27, tzinfo=UTC)
+    for instance in ("pod-a", "pod-b"):
+        writer = JournalWriter(tmp_path / instance, clock=day.timestamp, instance=instance)
+        for n in range(30):
+            writer.append(record(n, day))  # same times, same offsets in both journals
+        writer.close()
+        assert Collector(store, tmp_path / instance, batch_size=7).collect_once() == 30
+    assert store.count() == 60
+    assert set(store.positions()) == {
+        "access-2026-11-27.pod-a.jsonl",
+        "access-2026-11-27.pod-b.jsonl",
+    }
+    row = store.query(LogQuery(limit=1))[0]
+    assert row.pos.startswith("2026-11-27:pod-")
+    assert Cursor.decode(Cursor(row.record.time, row.pos).encode()).pos == row.pos  # pages on

@@ -75,3 +75,15 @@ def test_operations_settings() -> None:
 def test_backup_time_must_be_a_clock_time(value: str) -> None:
     with pytest.raises(ConfigError, match="PHOENIX_BACKUP_AT"):
         Settings.from_env({"PHOENIX_BACKUP_AT": value})
+
+
+def test_instance_names_are_sanitised_or_taken_from_the_hostname() -> None:
+    import socket
+
+    assert Settings.from_env({}).instance == ""
+    assert Settings.from_env({"PHOENIX_INSTANCE": "phoenix-7d9f.x"}).instance == "phoenix-7d9f-x"
+    assert Settings.from_env({"PHOENIX_INSTANCE": "hostname"}).instance.startswith(
+        socket.gethostname()[:3]
+    )
+    with pytest.raises(ConfigError, match="PHOENIX_INSTANCE"):
+        Settings.from_env({"PHOENIX_INSTANCE": "..."})

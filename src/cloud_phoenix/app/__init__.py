@@ -38,7 +38,7 @@ def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
     return Runtime(
         settings=settings,
         store=store,
-        journal=JournalWriter(settings.journal_dir),
+        journal=JournalWriter(settings.journal_dir, instance=settings.instance),
         metrics=metrics,
         pool=KeyPool(
             settings.cert_pool_size,

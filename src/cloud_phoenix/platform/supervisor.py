@@ -6,6 +6,8 @@ backlog. Children: HAProxy (the edge), a gunicorn master (uvicorn workers runnin
 gunicorn respawns dead workers) and the collector. Like gunicorn's arbiter, signal handlers
 only enqueue; the loop dispatches them, reaps children, restarts what died (with backoff),
 reconciles the worker count with the autoscaler's desire, and writes the status.
+`phoenix deploy` (SIGUSR2 and a request under run/deploy) starts a new gunicorn generation
+beside the old one and swaps them once it is ready (see `platform/deploy`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import time
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +34,13 @@ from cloud_phoenix.platform.backup import DailyBackups
 from cloud_phoenix.platform.children import Child, ChildSpec
 from cloud_phoenix.platform.cpuloop import CpuWatch, busiest_endpoints
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
+from cloud_phoenix.platform.deploy import (
+    Deployer,
+    Plan,
+    mark_accepting,
+    stop_accepting,
+    take_requests,
+)
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.eventlog import EventLog
 from cloud_phoenix.platform.host import listen, lock_home, prepare_home
@@ -47,6 +57,7 @@ from cloud_phoenix.store import Event, LogStore, open_store
 log = logging.getLogger(__name__)
 
 TICK = 0.1
+USR2 = signal.SIGUSR2  # `phoenix deploy`: a request waits under run/deploy
 GUNICORN_BOOT_ERRORS = {3, 4}  # gunicorn: a worker cannot boot / the app cannot be loaded
 
 
@@ -60,6 +71,7 @@ class Supervisor:
         )
         self.scale = autoscale.initial_state(self.policy)
         self.gunicorn_workers = self.scale.desired  # what gunicorn has been told
+        self.worker_app = settings.worker_app  # what it serves (`phoenix deploy --app`)
         self.store = store
         self.signals: deque[int] = deque()
         self.children: dict[str, Child] = {}
@@ -136,13 +148,16 @@ class Supervisor:
             endpoints=lambda since: busiest_endpoints(s.journal_dir, since),
             workers=lambda: len(self.worker_pids),
         )
+        # A master being stopped gets gunicorn's grace for its workers, then a little more.
+        self.deployer = Deployer(s.run_dir, s.graceful_timeout + 5, self.event)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start the children and supervise them until asked to stop (after `prepare()`)."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, USR2):
             signal.signal(signum, self._enqueue)
+        mark_accepting(self.settings.run_dir, os.getpid())  # `phoenix deploy` may signal now
         now = time.monotonic()
         for child in self.children.values():
             child.start(now)
@@ -166,9 +181,11 @@ class Supervisor:
                 now = time.monotonic()
                 self._reap_and_restart(now)
                 self._watch_workers(now)
+                self.deployer.tick(self._promote)
                 self._apply_desired()
                 if now >= next_second:
                     next_second = now + 1.0
+                    self._take_deploys()  # should a SIGUSR2 have been coalesced
                     self._autoscale(now)
                     self.backups.tick()
                     self.events.flush()
@@ -198,6 +215,8 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 log.info("SIGHUP: reloading the workers (gunicorn HUP)")
                 self.children["gunicorn"].signal(signal.SIGHUP)
+            elif signum == USR2:
+                self._take_deploys()
 
     def _reap_and_restart(self, now: float) -> None:
         for name, child in self.children.items():
@@ -278,7 +297,7 @@ class Supervisor:
         """One place changes the worker count: TTIN/TTOU to the gunicorn master, one signal a
         tick, because signals sent together coalesce and gunicorn queues at most five."""
         master = self.children["gunicorn"]
-        if not master.running():
+        if not master.running() or self.deployer.starting:  # the new master has the old count
             return
         if self.gunicorn_workers < self.scale.desired:
             master.signal(signal.SIGTTIN)
@@ -288,14 +307,49 @@ class Supervisor:
             self.gunicorn_workers -= 1
             self.retiring += 1
 
+    # -- deploys ----------------------------------------------------------------------------
+
+    def _take_deploys(self) -> None:
+        try:
+            requests, refused = take_requests(self.settings.run_dir)
+        except OSError as exc:
+            log.warning("cannot read the deploy requests: %s", exc)
+            return
+        for request_id, reason in refused:
+            self.deployer.refuse(request_id, reason)
+        for request in requests:
+            if self.stopping:
+                self.deployer.refuse(request.id, "the stack is stopping")
+                continue
+            app = request.app or self.settings.worker_app
+            self.deployer.begin(request, app, self._gunicorn_spec(app), self.gunicorn_workers)
+
+    def _promote(self, new: Child, plan: Plan) -> Child | None:
+        """The ready generation becomes the supervised gunicorn; returns the old master to
+        drain. Its workers leave quietly: they are retired, not crashed."""
+        old = self.children["gunicorn"]
+        new.starts = max(old.starts, 1)  # a deploy is not a restart: the count carries over
+        self.children["gunicorn"] = new
+        self.worker_app = plan.app
+        self.gunicorn_workers = plan.workers
+        self.retiring = 0
+        now = time.monotonic()
+        try:
+            pids = [p.pid for p in psutil.Process(new.pid or 0).children()]
+        except psutil.Error:
+            pids = []
+        self.worker_pids = {pid: now for pid in pids}
+        return old if old.running() else None
+
     # -- events and status ------------------------------------------------------------------
 
     def event(self, kind: str, message: str, data: dict[str, Any]) -> None:
         """Into the server log, the status, and (soon after) the store's `events`."""
         self.events.record(kind, message, data)
 
-    def _gunicorn_spec(self) -> ChildSpec:
-        return gunicorn_spec(self.settings, self.env, self.backend.fileno(), self.gunicorn_workers)
+    def _gunicorn_spec(self, app: str | None = None) -> ChildSpec:
+        settings = replace(self.settings, worker_app=app or self.worker_app)
+        return gunicorn_spec(settings, self.env, self.backend.fileno(), self.gunicorn_workers)
 
     def _record(self, event: Event) -> None:
         """The notifier's events sink (called from its thread): deque appends are atomic."""
@@ -307,6 +361,7 @@ class Supervisor:
 
     def _stack_pids(self) -> list[tuple[str, int]]:
         pids = [(name, child.pid) for name, child in self.children.items() if child.pid]
+        pids += self.deployer.processes()
         return [*pids, *(("worker", pid) for pid in self.worker_pids)]
 
     def _write_status(self) -> None:
@@ -350,6 +405,7 @@ class Supervisor:
     def _shutdown(self) -> None:
         """Edge first (stop accepting, finish in-flight), then workers, then the collector."""
         self.stopping = True
+        stop_accepting(self.settings.run_dir)
         self._write_status()
         self.edge.close()  # new connections are refused from now on, not left in a backlog
         grace = self.settings.graceful_timeout
@@ -358,6 +414,8 @@ class Supervisor:
             if child is not None and child.process is not None:
                 code = child.stop(grace)
                 log.info("%s stopped (%s)", name, code)
+            if name == "gunicorn":
+                self.deployer.close(grace)  # a master being started or drained
         self.backend.close()
         self.backups.join(30)
         self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})

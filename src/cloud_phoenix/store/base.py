@@ -28,7 +28,7 @@ RECORD_FIELDS = (
 )
 
 
-POS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}:\d{12}$")
+POS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(:[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:\d{12}$")
 TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 EVENT_KIND_MAX = 64

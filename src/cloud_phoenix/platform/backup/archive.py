@@ -98,7 +98,9 @@ def write_archive(
             progress("archive", done, total)
     fsync_file(target)
     days = tuple(
-        path.name[len("access-") : -len(".jsonl")] for path, name in members if name[0] == "j"
+        match.group(1)
+        for path, name in members
+        if name[0] == "j" and (match := FILE_RE.match(path.name))
     )
     return ArchiveContent(days, tuple(path for path, name in members if name[0] == "l"))
 
