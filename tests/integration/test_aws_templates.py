@@ -1,0 +1,538 @@
+"""The AWS deployment (deploy/aws): cfn-lint and checkov on the CloudFormation templates,
+offline, then issue 5's figures read out of the templates, and shellcheck on the buildspec."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_phoenix import exitcodes
+from cloud_phoenix.app.routes import CRASH_EXIT_CODE
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+AWS = ROOT / "deploy" / "aws"
+TOOLS = ROOT / ".venv-tools" / "bin"
+TEMPLATES = ("network.yaml", "registry.yaml", "database.yaml", "app.yaml", "pipeline.yaml")
+BUILDSPEC = AWS / "buildspec.yml"
+# The stack-name parameters and the template each one names (its default is that stack).
+STACK_PARAMETERS = {
+    "NetworkStack": "network.yaml",
+    "RegistryStack": "registry.yaml",
+    "DatabaseStack": "database.yaml",
+    "AppStack": "app.yaml",
+}
+HOME = "/var/lib/phoenix"
+
+# The validators must work without a network: every attempt goes to a closed local port.
+OFFLINE = {
+    **os.environ,
+    **{name: "http://127.0.0.1:9" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy")},
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
+
+# cfn-lint's own YAML reader: it knows the short tags (!Ref, !Sub, !GetAtt ...) and gives
+# them back in their long form ({"Fn::Sub": ...}), as CloudFormation reads them.
+DECODE = """
+import json, sys
+from cfnlint.decode import decode
+out = {}
+for path in sys.argv[1:]:
+    template, errors = decode(path)
+    if errors:
+        sys.exit(path + ": " + "; ".join(str(e) for e in errors))
+    out[path] = template
+json.dump(out, sys.stdout)
+"""
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run scripts/bootstrap --dev", pytrace=False)
+    return path
+
+
+def run(args: list[str | Path], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+        env=OFFLINE,
+    )
+
+
+def decode(paths: list[Path]) -> dict[str, Any]:
+    result = run([tool("python"), "-c", DECODE, *paths])
+    assert result.returncode == 0, result.stderr
+    decoded: dict[str, Any] = json.loads(result.stdout)
+    return {Path(path).name: template for path, template in decoded.items()}
+
+
+@pytest.fixture(scope="module")
+def stacks() -> dict[str, Any]:
+    """Every template, and the buildspec, by file name."""
+    return decode([*(AWS / name for name in TEMPLATES), BUILDSPEC])
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def the(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The properties of the one resource of this kind."""
+    [resource] = resources(template, kind).values()
+    properties: dict[str, Any] = resource["Properties"]
+    return properties
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from walk(child)
+
+
+def suppressions(template: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(resource, check id) -> the written reason, from Metadata.checkov.skip."""
+    found = {}
+    for name, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            found[(name, skip["id"])] = skip.get("comment", "")
+    return found
+
+
+def checkov_json(folder: Path) -> dict[str, Any]:
+    result = run(
+        [
+            tool("checkov"),
+            *("-d", folder, "--framework", "cloudformation", "--skip-download"),
+            *("--compact", "-o", "json"),
+        ]
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+# ------------------------------------------------------------------------ the validators
+
+
+def test_every_template_is_listed_here_so_none_escapes_the_validators() -> None:
+    assert sorted(p.name for p in AWS.glob("*.yaml")) == sorted(TEMPLATES)
+    assert not list(AWS.glob("*.json")), "templates are YAML here"
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_cfn_lint_passes_offline(name: str) -> None:
+    result = run([tool("cfn-lint"), "--regions", "eu-west-1", "us-east-1", "--", AWS / name])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_finds_no_failed_check() -> None:
+    result = run(
+        [
+            tool("checkov"),
+            *("-d", "deploy/aws", "--framework", "cloudformation"),
+            *("--quiet", "--compact", "--skip-download"),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = re.search(r"Passed checks: (\d+), Failed checks: (\d+)", result.stdout)
+    assert summary, result.stdout
+    assert int(summary[1]) > 100, "checkov read (almost) nothing"
+    assert int(summary[2]) == 0, result.stdout
+
+
+def test_checkov_reads_every_template() -> None:
+    report = checkov_json(AWS)
+    assert report["summary"]["parsing_errors"] == 0
+    scanned = {Path(c["file_path"]).name for c in report["results"]["passed_checks"]}
+    assert scanned == set(TEMPLATES)
+
+
+def test_every_suppression_gives_its_reason_and_is_still_needed(
+    stacks: dict[str, Any], tmp_path: Path
+) -> None:
+    """Without the suppressions, exactly the suppressed checks fail: none is stale."""
+    suppressed = set()
+    for name in TEMPLATES:
+        template = copy.deepcopy(stacks[name])
+        for (resource, check), reason in suppressions(template).items():
+            assert len(reason.split()) >= 8, f"{name} {resource} {check}: say why"
+            suppressed.add((name, resource, check))
+            template["Resources"][resource]["Metadata"].pop("checkov", None)
+        (tmp_path / name.replace(".yaml", ".json")).write_text(json.dumps(template))
+    assert suppressed, "expected the documented suppressions (ALB port 80, log bucket)"
+
+    failed = {
+        (Path(c["file_path"]).stem + ".yaml", c["resource"].split(".", 1)[1], c["check_id"])
+        for c in checkov_json(tmp_path)["results"]["failed_checks"]
+    }
+    assert failed == suppressed
+
+
+# ------------------------------------------------------------------------ network
+
+
+def test_the_vpc_spans_two_zones_public_and_private(stacks: dict[str, Any]) -> None:
+    network = stacks["network.yaml"]
+    subnets = resources(network, "AWS::EC2::Subnet")
+    zones = {
+        name: s["Properties"]["AvailabilityZone"]["Fn::Select"][0] for name, s in subnets.items()
+    }
+    assert zones == {
+        "PublicSubnetA": 0,
+        "PublicSubnetB": 1,
+        "PrivateSubnetA": 0,
+        "PrivateSubnetB": 1,
+    }
+    assert len(resources(network, "AWS::EC2::NatGateway")) == 2, "one NAT gateway per zone"
+    assert all(
+        s["Properties"].get("MapPublicIpOnLaunch") in (None, False) for s in subnets.values()
+    )
+    assert the(network, "AWS::EC2::FlowLog")["TrafficType"] == "ALL"
+
+
+def test_imports_match_the_exports_of_the_stack_they_name(stacks: dict[str, Any]) -> None:
+    """cfn-lint sees one template at a time; a misspelt export would only fail on deploy."""
+    exports = {
+        name: {
+            o["Export"]["Name"]["Fn::Sub"].removeprefix("${AWS::StackName}-")
+            for o in stacks[name].get("Outputs", {}).values()
+            if "Export" in o
+        }
+        for name in TEMPLATES
+    }
+    imports = 0
+    for name in TEMPLATES:
+        template = stacks[name]
+        for node in walk(template["Resources"]):
+            if isinstance(node, dict) and "Fn::ImportValue" in node:
+                stack, export = node["Fn::ImportValue"]["Fn::Sub"].split("-", 1)
+                parameter = stack.removeprefix("${").removesuffix("}")
+                target = STACK_PARAMETERS[parameter]
+                assert template["Parameters"][parameter]["Default"] == "phoenix-" + target[:-5]
+                assert export in exports[target], f"{name}: {target} exports no {export}"
+                imports += 1
+    assert imports > 10
+
+
+# ------------------------------------------------------------------------ edge and service
+
+
+def test_the_alb_checks_health_every_10_s_and_drops_a_target_after_2_failures(
+    stacks: dict[str, Any],
+) -> None:
+    group = the(stacks["app.yaml"], "AWS::ElasticLoadBalancingV2::TargetGroup")
+    assert group["HealthCheckPath"] == "/health"
+    assert group["HealthCheckIntervalSeconds"] == 10
+    assert group["UnhealthyThresholdCount"] == 2
+    assert group["HealthCheckTimeoutSeconds"] < 10
+    assert (group["TargetType"], group["Port"]) == ("ip", 8080)
+
+
+def test_https_only_with_a_certificate_and_then_http_redirects(stacks: dict[str, Any]) -> None:
+    app = stacks["app.yaml"]
+    listeners = resources(app, "AWS::ElasticLoadBalancingV2::Listener")
+    https = listeners["HttpsListener"]
+    assert https["Condition"] == "HasCertificate"
+    assert https["Properties"]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    [action] = listeners["HttpListener"]["Properties"]["DefaultActions"]
+    condition, with_certificate, without = action["Fn::If"]
+    assert condition == "HasCertificate"
+    assert with_certificate["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert without["Type"] == "forward"
+    attributes = {
+        a["Key"]: a["Value"]
+        for a in the(app, "AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancerAttributes"]
+    }
+    assert attributes["access_logs.s3.enabled"] == "true"
+
+
+def test_the_alb_log_writers_cover_the_same_regions(stacks: dict[str, Any]) -> None:
+    app = stacks["app.yaml"]
+    listed = {
+        equals["Fn::Equals"][1]
+        for group in app["Conditions"]["ElbLogAccountRegion"]["Fn::Or"]
+        for equals in group["Fn::Or"]
+    }
+    assert listed == set(app["Mappings"]["ElbLogAccount"])
+    assert all(re.fullmatch(r"\d{12}", v["Id"]) for v in app["Mappings"]["ElbLogAccount"].values())
+
+
+def test_the_service_rolls_back_a_failing_deployment(stacks: dict[str, Any]) -> None:
+    service = the(stacks["app.yaml"], "AWS::ECS::Service")
+    deployment = service["DeploymentConfiguration"]
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert deployment["MinimumHealthyPercent"] == 100
+    assert service["LaunchType"] == "FARGATE"
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+    [balancer] = service["LoadBalancers"]
+    assert (balancer["ContainerName"], balancer["ContainerPort"]) == ("app", 8080)
+    assert "DesiredCount" not in service, "the scalable target owns the count"
+
+
+def test_scaling_keeps_2_to_10_tasks_at_600_requests_a_minute_each(
+    stacks: dict[str, Any],
+) -> None:
+    app = stacks["app.yaml"]
+    target = the(app, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 10)
+    assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${Service.Name}"}
+    policy = the(app, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 600  # 10 requests per second per task
+    metric = tracking["PredefinedMetricSpecification"]
+    assert metric["PredefinedMetricType"] == "ALBRequestCountPerTarget"
+    assert metric["ResourceLabel"] == {
+        "Fn::Sub": "${LoadBalancer.LoadBalancerFullName}/${TargetGroup.TargetGroupFullName}"
+    }
+
+
+def test_cpu_over_80_for_a_minute_mails_the_alarm_topic(stacks: dict[str, Any]) -> None:
+    app = stacks["app.yaml"]
+    alarm = the(app, "AWS::CloudWatch::Alarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/ECS", "CPUUtilization")
+    assert alarm["Threshold"] == 80
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert (alarm["Period"], alarm["EvaluationPeriods"]) == (60, 1)
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    topic = the(app, "AWS::SNS::Topic")
+    assert topic["KmsMasterKeyId"] == {"Ref": "AppKey"}
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
+
+
+# ------------------------------------------------------------------------ the task
+
+
+def containers(stacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    task = the(stacks["app.yaml"], "AWS::ECS::TaskDefinition")
+    return {c["Name"]: c for c in task["ContainerDefinitions"]}
+
+
+def test_the_app_and_the_collector_share_the_journal_volume(stacks: dict[str, Any]) -> None:
+    task = the(stacks["app.yaml"], "AWS::ECS::TaskDefinition")
+    [volume] = task["Volumes"]
+    by_name = containers(stacks)
+    assert set(by_name) == {"app", "collector"}
+    for container in by_name.values():
+        assert container["MountPoints"] == [
+            {"SourceVolume": volume["Name"], "ContainerPath": HOME, "ReadOnly": False}
+        ]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        assert env["PHOENIX_HOME"] == HOME
+        assert container["Essential"] is True
+        assert container["User"] == "10001"
+        assert container["ReadonlyRootFilesystem"] is True
+        [secret] = container["Secrets"]
+        assert secret["Name"] == "DB_CONNECTION_STRING"
+        assert secret["ValueFrom"] == {
+            "Fn::ImportValue": {"Fn::Sub": "${DatabaseStack}-ConnectionSecretArn"}
+        }
+    assert by_name["app"]["Image"] == by_name["collector"]["Image"]
+    assert (by_name["app"]["Command"], by_name["collector"]["Command"]) == (["serve"], ["collect"])
+
+
+def test_the_app_serves_on_8080_without_its_in_process_collector(stacks: dict[str, Any]) -> None:
+    app = containers(stacks)["app"]
+    env = {e["Name"]: e["Value"] for e in app["Environment"]}
+    assert env["PORT"] == "8080"
+    assert env["PHOENIX_HOST"] == "0.0.0.0"
+    assert env["PHOENIX_COLLECTOR_IN_PROCESS"] == "false"
+    assert app["PortMappings"][0]["ContainerPort"] == 8080
+    # Stopped before the collector, so that the collector's last pass gets its last lines.
+    assert app["DependsOn"] == [{"ContainerName": "collector", "Condition": "START"}]
+
+
+def test_a_crash_is_restarted_but_a_cannot_start_exit_is_not(stacks: dict[str, Any]) -> None:
+    cannot_start = {
+        exitcodes.UNAVAILABLE,
+        exitcodes.SOFTWARE,
+        exitcodes.CANT_CREATE,
+        exitcodes.PORT_TAKEN,
+        exitcodes.CONFIG,
+    }
+    for container in containers(stacks).values():
+        policy = container["RestartPolicy"]
+        assert policy["Enabled"] is True
+        assert cannot_start <= set(policy["IgnoredExitCodes"])
+        assert CRASH_EXIT_CODE not in policy["IgnoredExitCodes"]
+
+
+def test_every_log_group_keeps_7_days_encrypted(stacks: dict[str, Any]) -> None:
+    groups = {
+        (name, group): properties["Properties"]
+        for name in TEMPLATES
+        for group, properties in resources(stacks[name], "AWS::Logs::LogGroup").items()
+    }
+    assert len(groups) >= 6  # flow logs, app, collector, DocumentDB x2, CodeBuild
+    for key, group in groups.items():
+        assert group["RetentionInDays"] == 7, key
+        assert "KmsKeyId" in group, key
+    # The containers log into those groups, not into ones that ECS would create unbounded.
+    app_groups = resources(stacks["app.yaml"], "AWS::Logs::LogGroup")
+    for container in containers(stacks).values():
+        assert container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"] in app_groups
+
+
+# ------------------------------------------------------------------------ data
+
+
+def test_documentdb_is_encrypted_tls_only_and_backed_up_7_days(stacks: dict[str, Any]) -> None:
+    database = stacks["database.yaml"]
+    [cluster] = resources(database, "AWS::DocDB::DBCluster").values()
+    assert cluster["Condition"] == "UseDocumentDb"
+    properties = cluster["Properties"]
+    assert properties["StorageEncrypted"] is True
+    assert properties["BackupRetentionPeriod"] == 7
+    assert the(database, "AWS::DocDB::DBClusterParameterGroup")["Parameters"]["tls"] == "enabled"
+    subnets = the(database, "AWS::DocDB::DBSubnetGroup")["SubnetIds"]
+    assert "${NetworkStack}-PrivateSubnets" in json.dumps(subnets)
+    assert len(resources(database, "AWS::DocDB::DBInstance")) == 2
+
+
+def test_the_connection_string_secret_is_documentdb_or_the_external_uri(
+    stacks: dict[str, Any],
+) -> None:
+    database = stacks["database.yaml"]
+    assert database["Parameters"]["ExternalMongoUri"]["NoEcho"] is True
+    assert database["Conditions"]["UseDocumentDb"] == {
+        "Fn::Equals": [{"Ref": "ExternalMongoUri"}, ""]
+    }
+    secret = resources(database, "AWS::SecretsManager::Secret")["ConnectionSecret"]["Properties"]
+    condition, documentdb, external = secret["SecretString"]["Fn::If"]
+    assert condition == "UseDocumentDb"
+    assert external == {"Ref": "ExternalMongoUri"}
+    uri = documentdb["Fn::Sub"]
+    assert uri.startswith("mongodb://")
+    query = dict(part.split("=", 1) for part in uri.split("?", 1)[1].split("&"))
+    assert query["tls"] == "true"
+    assert query["retryWrites"] == "false"
+    assert query["tlsCAFile"] == "${CaFile}"
+    assert "KmsKeyId" in secret
+
+
+def test_aws_backup_keeps_daily_recovery_points_7_days(stacks: dict[str, Any]) -> None:
+    database = stacks["database.yaml"]
+    [rule] = the(database, "AWS::Backup::BackupPlan")["BackupPlan"]["BackupPlanRule"]
+    assert rule["Lifecycle"] == {"DeleteAfterDays": 7}
+    assert rule["ScheduleExpression"].startswith("cron(")
+    selection = the(database, "AWS::Backup::BackupSelection")["BackupSelection"]
+    [cluster_arn] = selection["Resources"]
+    assert cluster_arn["Fn::Sub"].endswith(":cluster:${Cluster}")
+    assert "EncryptionKeyArn" in the(database, "AWS::Backup::BackupVault")
+
+
+def test_the_registry_scans_on_push_and_never_retags(stacks: dict[str, Any]) -> None:
+    registry = stacks["registry.yaml"]
+    repository = the(registry, "AWS::ECR::Repository")
+    assert repository["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    assert repository["ImageTagMutability"] == "IMMUTABLE"
+    assert repository["EncryptionConfiguration"]["EncryptionType"] == "KMS"
+    keep = registry["Parameters"]["KeepImages"]["Default"]
+    text = repository["LifecyclePolicy"]["LifecyclePolicyText"]["Fn::Sub"]
+    rules = json.loads(text.replace("${KeepImages}", str(keep)))["rules"]
+    assert rules[-1]["selection"]["tagStatus"] == "any", "the 'any' rule must come last"
+
+
+# ------------------------------------------------------------------------ IAM
+
+
+def test_a_wildcard_resource_only_for_actions_that_have_no_resource(
+    stacks: dict[str, Any],
+) -> None:
+    unrestrictable = {
+        "ecr:GetAuthorizationToken",
+        "ecs:DescribeTaskDefinition",
+        "ecs:RegisterTaskDefinition",
+        "ecs:DescribeTasks",  # conditioned on the cluster
+        "ecs:ListTasks",
+    }
+    for name in TEMPLATES:
+        for role_name, role in resources(stacks[name], "AWS::IAM::Role").items():
+            for policy in role["Properties"].get("Policies", []):
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    actions = statement["Action"]
+                    actions = [actions] if isinstance(actions, str) else actions
+                    assert not any(a == "*" or a.endswith(":*") for a in actions), role_name
+                    if statement["Resource"] == "*":
+                        assert set(actions) <= unrestrictable, (role_name, actions)
+
+
+# ------------------------------------------------------------------------ delivery
+
+
+def test_the_pipeline_builds_with_the_buildspec_and_deploys_to_ecs(
+    stacks: dict[str, Any],
+) -> None:
+    pipeline = stacks["pipeline.yaml"]
+    stages = the(pipeline, "AWS::CodePipeline::Pipeline")["Stages"]
+    providers = [
+        (stage["Name"], action["ActionTypeId"]["Provider"])
+        for stage in stages
+        for action in stage["Actions"]
+    ]
+    assert providers == [
+        ("Source", "CodeStarSourceConnection"),
+        ("Build", "CodeBuild"),
+        ("Deploy", "ECS"),
+    ]
+    build_env = json.loads(stages[1]["Actions"][0]["Configuration"]["EnvironmentVariables"])
+    assert {
+        "name": "COMMIT_ID",
+        "value": "#{SourceVariables.CommitId}",
+        "type": "PLAINTEXT",
+    } in build_env
+    assert stages[2]["Actions"][0]["Configuration"]["FileName"] == "imagedefinitions.json"
+    project = the(pipeline, "AWS::CodeBuild::Project")
+    assert (ROOT / project["Source"]["BuildSpec"]) == BUILDSPEC
+    bucket = the(pipeline, "AWS::S3::Bucket")
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+
+
+def test_the_buildspec_logs_in_builds_pushes_and_names_both_containers(
+    stacks: dict[str, Any], tmp_path: Path
+) -> None:
+    spec = stacks["buildspec.yml"]
+    phases = {
+        name: spec["phases"][name]["commands"] for name in ("pre_build", "build", "post_build")
+    }
+    for name, commands in phases.items():
+        # A stray ": " in a plain YAML scalar turns a command into a mapping.
+        assert all(isinstance(c, str) for c in commands), name
+    joined = {name: "\n".join(commands) for name, commands in phases.items()}
+    assert "aws ecr get-login-password" in joined["pre_build"]
+    assert "docker login" in joined["pre_build"]
+    assert "docker build" in joined["build"]
+    assert "docker push" in joined["post_build"]
+    names = re.findall(r'"name":"([a-z-]+)"', joined["post_build"])
+    assert sorted(names) == sorted(containers(stacks)), "the deploy must update every container"
+    assert spec["artifacts"]["files"] == ["imagedefinitions.json"]
+
+    script = tmp_path / "buildspec.sh"
+    script.write_text("#!/bin/bash\n" + "\n".join(joined.values()) + "\n")
+    result = run([tool("shellcheck"), script])
+    assert result.returncode == 0, result.stdout
