@@ -92,7 +92,10 @@ def serve() -> None:
         timeout_graceful_shutdown=10,
         proxy_headers=True,
         server_header=False,  # no "server: uvicorn": nothing to tell a scanner
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Longer than a load balancer's idle timeout (the ALB's is 60 s): the balancer, not
+        # this server, closes idle connections, so it never sends into a closing one.
+        timeout_keep_alive=75,
     )
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, into the handler that
     # was there before it: make that a no-op, so that a graceful stop exits 0.

@@ -113,6 +113,9 @@ class Settings:
     scale_in_window: float = 60.0
     graceful_timeout: float = 20.0
     haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
+    # Proxies whose X-Forwarded-For is believed: the edge on one host; a load balancer's
+    # network in a cluster (e.g. the VPC's range, or * behind an ALB that is the only way in).
+    forwarded_allow_ips: str = "127.0.0.1"
     instance: str = ""  # names this instance's journal files where several share a store
     cpu_interval: float = 1.0
     cpu_threshold: float = 80.0
@@ -164,6 +167,7 @@ class Settings:
             scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
             graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
             haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
+            forwarded_allow_ips=environ.get("PHOENIX_FORWARDED_ALLOW_IPS") or "127.0.0.1",
             instance=_instance(environ.get("PHOENIX_INSTANCE") or ""),
             cpu_interval=read.number("PHOENIX_CPU_INTERVAL", 1.0, 0.1, 60),
             cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", 80.0, 1, 100),

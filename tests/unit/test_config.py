@@ -87,3 +87,8 @@ def test_instance_names_are_sanitised_or_taken_from_the_hostname() -> None:
     )
     with pytest.raises(ConfigError, match="PHOENIX_INSTANCE"):
         Settings.from_env({"PHOENIX_INSTANCE": "..."})
+
+
+def test_forwarded_allow_ips() -> None:
+    assert Settings.from_env({}).forwarded_allow_ips == "127.0.0.1"
+    assert Settings.from_env({"PHOENIX_FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == "*"

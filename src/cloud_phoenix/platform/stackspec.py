@@ -35,7 +35,7 @@ def gunicorn_spec(
         "--graceful-timeout", f"{settings.graceful_timeout:g}",
         "--timeout", "30",
         "--keep-alive", "75",  # longer than HAProxy's idle keep-alive to the backend
-        "--forwarded-allow-ips", "127.0.0.1",
+        "--forwarded-allow-ips", settings.forwarded_allow_ips,
         "--log-level", settings.log_level,
         "--error-logfile", "-",
         settings.worker_app,
