@@ -103,7 +103,8 @@ class KeyPool(Generic[T]):
         self._demanded = True
         spare = self._spares.popleft()
         self._on_change(len(self._spares))
-        self._fill()
+        # The refill is queued behind this request's answer, not ahead of it.
+        asyncio.get_running_loop().call_soon(self._fill)
         return spare
 
     async def take(self) -> T:
