@@ -234,3 +234,11 @@ def test_metrics_show_backups_and_the_age_of_the_last(tmp_path: Path) -> None:
         if line.startswith("phoenix_last_backup_age_seconds ")
     ]
     assert 0 <= age < 60
+
+
+def test_a_saturated_pool_answers_503_and_counts_the_refusal(tmp_path: Path) -> None:
+    with make_client(tmp_path, PHOENIX_CERT_POOL="0", PHOENIX_CERT_MAX_WAIT="0.001") as c:
+        refused = c.get("/generatecert?cn=busy.example")
+        text = c.get("/metrics").text
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    assert "phoenix_certificates_rejected_total 1.0" in text

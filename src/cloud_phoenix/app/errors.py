@@ -67,8 +67,9 @@ async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, str(exc), error="database error")
 
 
-async def _pool_busy(_request: Request, exc: Exception) -> JSONResponse:
+async def _pool_busy(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PoolBusy)
+    request.app.state.runtime.metrics.cert_rejected.inc()
     return error_response(
         503,
         f"{exc}; retry after {exc.retry_after} s",

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,6 +188,3 @@ def _route_label(scope: Scope) -> str:
     route: Any = scope.get("route")
     path: str | None = getattr(route, "path", None)
     return path or scope.get(ROUTE_KEY) or "unmatched"
-
-
-FinishCallback = Callable[[int | None], None]

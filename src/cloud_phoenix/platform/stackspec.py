@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cloud_phoenix.config import Settings
 from cloud_phoenix.platform.children import ChildSpec
+from cloud_phoenix.platform.haproxy import command_line
 
 
 def child_env(settings: Settings, metrics_dir: Path) -> dict[str, str]:
@@ -60,7 +61,7 @@ def haproxy_spec(
     """HAProxy in the foreground on the inherited edge socket; SIGUSR1 is its soft stop."""
     return ChildSpec(
         "haproxy",
-        [haproxy, "-f", str(config), "-db"],
+        command_line(haproxy, config),
         env,
         pass_fds=(edge_fd,),
         stop_signal=signal.SIGUSR1,

@@ -77,7 +77,6 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.events = EventLog(store)
         self.worker_pids: dict[int, float] = {}
-        self.master_pid: int | None = None
         self.retiring = 0
         self.worker_restarts = 0
         self.below_since: float | None = None
