@@ -177,7 +177,8 @@ def test_host_and_process_cpu_come_from_real_readings() -> None:
     assert busy is not None and busy > 10.0  # one core of this machine's cores, in host %
     host = cpu.read()
     assert 0.0 <= host <= 100.0
-    assert math.isnan(cpu.read()) or 0.0 <= cpu.read() <= 100.0
+    again = cpu.read()  # read once: a second read right after may find no time passed
+    assert math.isnan(again) or 0.0 <= again <= 100.0
     assert table.percent(2**22 + 12345) is None  # no such process
 
 
