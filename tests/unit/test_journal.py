@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from cloud_phoenix.journal import (
+    READ_AHEAD,
     AccessRecord,
     JournalWriter,
+    TimeFormatter,
     file_name,
     format_time,
     journal_files,
@@ -143,3 +145,54 @@ def test_writer_reports_a_full_disk(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         writer.append(record())
     assert writer.last_error and "space" in writer.last_error.lower()
+
+
+@pytest.mark.parametrize(
+    "epoch", [0.0, 0.000001, 1.5, 59.999999, 86399.999999, 1_795_000_000.123456, 1_795_000_000.0]
+)
+def test_the_per_second_formatter_agrees_with_format_time(epoch: float) -> None:
+    formatter = TimeFormatter()
+    formatter(epoch - 1)  # a cached second that is not this one
+    expected = format_time(datetime.fromtimestamp(epoch, UTC))
+    assert formatter(epoch) == expected
+    assert formatter(epoch) == expected  # from the cache
+
+
+def test_the_per_second_formatter_never_goes_backwards_within_a_second() -> None:
+    formatter = TimeFormatter()
+    stamps = [formatter(1_795_000_000 + n / 1000) for n in range(2000)]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+
+def test_a_chunk_bigger_than_one_read_ahead_is_read_whole(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, clock=datetime(2026, 11, 27, tzinfo=UTC).timestamp)
+    for n in range(1500):  # ~900 KiB: several read-aheads
+        writer.append(record(n, user_agent="u" * 400))
+    path = tmp_path / "access-2026-11-27.jsonl"
+    chunk = read_chunk(path, 0, max_records=1200)
+    assert [e.record.request_id for e in chunk.entries] == [f"r{n}" for n in range(1200)]
+    rest = read_chunk(path, chunk.end, max_records=1200)
+    assert [e.record.request_id for e in rest.entries] == [f"r{n}" for n in range(1200, 1500)]
+    assert rest.end == path.stat().st_size
+
+
+def test_a_line_longer_than_the_read_ahead_but_within_max_bytes_is_a_record(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, clock=datetime(2026, 11, 27, tzinfo=UTC).timestamp)
+    writer.append(record(1, user_agent="u" * (READ_AHEAD + 1000)))
+    writer.append(record(2))
+    chunk = read_chunk(tmp_path / "access-2026-11-27.jsonl", 0, max_records=10)
+    assert [e.record.request_id for e in chunk.entries] == ["r1", "r2"] and not chunk.malformed
+
+
+def test_entries_carry_the_position_key_of_their_file(tmp_path: Path) -> None:
+    writer = JournalWriter(
+        tmp_path, clock=datetime(2026, 11, 27, tzinfo=UTC).timestamp, instance="pod-a"
+    )
+    writer.append(record(1))
+    writer.append(record(2))
+    name = "access-2026-11-27.pod-a.jsonl"
+    chunk = read_chunk(tmp_path / name, 0, max_records=10)
+    assert [e.pos for e in chunk.entries] == [position_key(name, e.offset) for e in chunk.entries]
+    assert chunk.entries[1].pos.startswith("2026-11-27:pod-a:")

@@ -266,7 +266,7 @@ def read_logs(
         until=_query_time(until, "until"),
     )
     rows = runtime(request).store.query(query)
-    records = [LogRecord(id=row.pos, **asdict(row.record)) for row in rows]
+    records = [LogRecord(id=row.pos, **row.record._asdict()) for row in rows]
     next_cursor = None
     if len(rows) == limit:
         next_cursor = Cursor(rows[-1].record.time, rows[-1].pos).encode()

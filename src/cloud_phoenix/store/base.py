@@ -12,20 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 
-RECORD_FIELDS = (
-    "time",
-    "method",
-    "path",
-    "query",
-    "status",
-    "bytes",
-    "duration_ms",
-    "remote_addr",
-    "user_agent",
-    "referrer",
-    "worker",
-    "request_id",
-)
+RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields  # the column order of every store
 
 
 POS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(:[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:\d{12}$")

@@ -255,19 +255,4 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
 
 
 def _values(entry: JournalEntry) -> tuple[object, ...]:
-    r = entry.record
-    return (
-        entry.pos,
-        r.time,
-        r.method,
-        r.path,
-        r.query,
-        r.status,
-        r.bytes,
-        r.duration_ms,
-        r.remote_addr,
-        r.user_agent,
-        r.referrer,
-        r.worker,
-        r.request_id,
-    )
+    return (entry.pos, *entry.record)  # the columns' order is the record's (RECORD_FIELDS)
