@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# cloud-phoenix: the application image. `phoenix serve` by default (one process, the
-# collector inside unless PHOENIX_COLLECTOR_IN_PROCESS=false); the same image runs
+# cloud-phoenix: the application image. `phoenix serve` by default (the application, and
+# its collector as a child unless PHOENIX_SERVE_COLLECTOR=false); the same image runs
 # `phoenix collect` and `phoenix backup` (compose.yaml starts all three).
 #
 #   docker build -t cloud-phoenix .

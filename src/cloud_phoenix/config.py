@@ -105,7 +105,7 @@ class Settings:
     ready_max_lag: float = 30.0
     collect_batch: int = 500
     collect_interval: float = 0.2
-    collector_in_process: bool = True
+    serve_collector: bool = True
     metrics_dir: Path | None = None
     min_workers: int = 1
     max_workers: int = 8
@@ -159,7 +159,7 @@ class Settings:
             ready_max_lag=read.number("PHOENIX_READY_MAX_LAG", 30.0, 0.1, 86400),
             collect_batch=read.whole("PHOENIX_COLLECT_BATCH", 500, 1, 10_000),
             collect_interval=read.number("PHOENIX_COLLECT_INTERVAL", 0.2, 0.01, 60),
-            collector_in_process=read.flag("PHOENIX_COLLECTOR_IN_PROCESS", True),
+            serve_collector=read.flag("PHOENIX_SERVE_COLLECTOR", True),
             metrics_dir=Path(metrics_dir) if metrics_dir else None,
             min_workers=min_workers,
             max_workers=max_workers,

@@ -199,7 +199,7 @@ def test_database_outage_mid_stream_loses_and_doubles_nothing(
 
 
 def test_crash_of_serve_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    """`/crash` kills `phoenix serve` (and its in-process collector) mid-stream; a restart on
+    """`/crash` kills `phoenix serve` (and its collector child) mid-stream; a restart on
     the same home picks up from the stored position: every record once, the crash included."""
     home = tmp_path / "home"
     rids: list[str] = []

@@ -358,7 +358,7 @@ def test_the_app_serves_on_8080_without_its_in_process_collector(stacks: dict[st
     env = {e["Name"]: e["Value"] for e in app["Environment"]}
     assert env["PORT"] == "8080"
     assert env["PHOENIX_HOST"] == "0.0.0.0"
-    assert env["PHOENIX_COLLECTOR_IN_PROCESS"] == "false"
+    assert env["PHOENIX_SERVE_COLLECTOR"] == "false"
     assert app["PortMappings"][0]["ContainerPort"] == 8080
     # Stopped before the collector, so that the collector's last pass gets its last lines.
     assert app["DependsOn"] == [{"ContainerName": "collector", "Condition": "START"}]

@@ -299,7 +299,7 @@ def test_app_collector_and_backup_share_the_journal(compose: dict[str, Any]) -> 
     [volume] = sources
     assert volume in compose["volumes"]  # a named volume: it outlives the containers
     assert services["app"]["command"] == ["serve"]
-    assert services["app"]["environment"]["PHOENIX_COLLECTOR_IN_PROCESS"] == "false"
+    assert services["app"]["environment"]["PHOENIX_SERVE_COLLECTOR"] == "false"
     assert services["collector"]["command"] == ["collect"]
     assert services["backup"]["entrypoint"] == ["phoenix-backup-loop"]
     assert "/usr/local/bin/phoenix-backup-loop" in " ".join(values(runtime_stage(), "COPY"))

@@ -263,7 +263,7 @@ def test_the_application_is_probed_on_health_and_ready(deployment: dict[str, Any
     assert env["PORT"] == "8080"
     assert env["PHOENIX_HOST"] == "0.0.0.0"
     assert env["PHOENIX_HOME"] == HOME
-    assert env["PHOENIX_COLLECTOR_IN_PROCESS"] == "false"
+    assert env["PHOENIX_SERVE_COLLECTOR"] == "false"
 
 
 def test_the_collector_sidecar_shares_the_journal_emptydir(deployment: dict[str, Any]) -> None:

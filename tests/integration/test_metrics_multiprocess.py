@@ -28,7 +28,7 @@ def test_request_counts_are_summed_over_every_worker(tmp_path: Path) -> None:
         "PHOENIX_HOME": str(tmp_path / "home"),
         "PHOENIX_ACCESS_LOG": "false",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "PHOENIX_COLLECTOR_IN_PROCESS": "false",
+        "PHOENIX_SERVE_COLLECTOR": "false",
         "PHOENIX_CERT_POOL": "0",
     }
     gunicorn = subprocess.Popen(

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from cloud_phoenix.exitcodes import CANT_CREATE as EXIT_CANT_CREATE
 from cloud_phoenix.exitcodes import CONFIG as EXIT_CONFIG
 from cloud_phoenix.exitcodes import PORT_TAKEN as EXIT_PORT_TAKEN
-from cloud_phoenix.store import open_store
+from cloud_phoenix.store import LogQuery, open_store
 from tests.fixtures.server import PhoenixProcess, free_port, start_phoenix
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,71 @@ def test_serve_does_not_name_its_server_software(phoenix_server: PhoenixProcess)
     response = httpx.get(phoenix_server.url + "/health")
     assert "server" not in response.headers
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def collector_children(pid: int) -> list[int]:
+    """The `phoenix collect` processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"collect" in cmdline and b"cloud_phoenix" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("not reached in time")
+
+
+def test_the_collector_is_a_child_at_idle_priority_restarted_when_killed(tmp_path: Path) -> None:
+    """Killed with -9, the collector comes back and records what was served meanwhile."""
+    server = start_phoenix(tmp_path / "home", env={"PHOENIX_COLLECT_INTERVAL": "0.05"})
+    try:
+        wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+        [first] = collector_children(server.process.pid)
+        # Idle priority: it takes only CPU time the server leaves over (the journal absorbs
+        # bursts), so it never slows the requests down.
+        wait_for(lambda: os.sched_getscheduler(first) == os.SCHED_IDLE)  # set just after start
+        os.kill(first, 9)
+        with httpx.Client(base_url=server.url) as client:
+            for n in range(20):
+                assert client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).is_success
+        wait_for(lambda: collector_children(server.process.pid) not in ([], [first]))
+        store = open_store(f"sqlite:///{server.home}/db/phoenix.sqlite3")
+        try:
+            wanted = {f"gap-{n}" for n in range(20)}
+            wait_for(lambda: wanted <= {r.record.request_id for r in store.query(LogQuery())})
+        finally:
+            store.close()
+    finally:
+        assert server.stop() == 0
+
+
+def test_the_collector_dies_with_a_killed_server(tmp_path: Path) -> None:
+    """kill -9 of `phoenix serve` takes its collector along (PR_SET_PDEATHSIG): no orphan
+    keeps the database open or tails a journal that a restarted server tails too."""
+    server = start_phoenix(tmp_path / "home")
+    wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+    [child] = collector_children(server.process.pid)
+    server.process.kill()
+    server.process.wait(10)
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), timeout=20)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.app.requestlog import RequestLog, combined_line, valid_request_id
+from cloud_phoenix.app.requestlog import (
+    RequestLog,
+    combined_line,
+    new_request_id,
+    valid_request_id,
+    worker_id,
+)
 from cloud_phoenix.journal import AccessRecord, JournalWriter, journal_files
 
 
@@ -129,3 +137,22 @@ def test_the_edge_health_probe_is_counted_but_not_journaled(tmp_path: Path) -> N
     assert [r["path"] for r in journal(tmp_path)] == ["/health"]  # only the client posing
     text = metrics.render().decode()
     assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 1.0' in text
+
+
+def test_made_request_ids_are_128_bits_and_differ_in_a_forked_worker() -> None:
+    """gunicorn forks its workers from one process: each must make ids of its own and
+    name itself by its own pid (learned at the fork, not by a system call per request)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        os.write(write_end, f"{new_request_id()} {worker_id()}".encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child_id, child_worker = os.read(read_end, 1024).decode().split()
+    os.close(read_end)
+    mine = new_request_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", mine) and re.fullmatch(r"[0-9a-f]{32}", child_id)
+    assert child_id != mine
+    assert child_worker.endswith(f":{pid}") and worker_id().endswith(f":{os.getpid()}")
+    assert len({new_request_id() for _ in range(10_000)}) == 10_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
-from cloud_phoenix.platform.collector import Collector
+from cloud_phoenix.platform.collector_child import CollectorChild
 from cloud_phoenix.store import LogStore
 
 
@@ -24,6 +23,5 @@ class Runtime:
     journal: JournalWriter
     metrics: Metrics
     pool: KeyPool[SpareKey]
-    collector: Collector | None = None
-    collector_thread: threading.Thread | None = None
+    collector: CollectorChild | None = None  # `phoenix serve`'s own collector, if it runs one
     started: float = field(default_factory=time.monotonic)

@@ -167,10 +167,3 @@ class Collector:
 
     def lag(self, now: datetime | None = None) -> Lag:
         return measure_lag(self.store.positions(), self.journal_dir, now or datetime.now(UTC))
-
-
-def start_in_thread(collector: Collector) -> threading.Thread:
-    """Run the collector in a daemon thread (inside `phoenix serve`)."""
-    thread = threading.Thread(target=collector.run, name="collector", daemon=True)
-    thread.start()
-    return thread

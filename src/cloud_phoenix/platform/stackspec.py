@@ -17,7 +17,7 @@ def child_env(settings: Settings, metrics_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         "PHOENIX_HOME": str(settings.home.resolve()),
-        "PHOENIX_COLLECTOR_IN_PROCESS": "false",  # the collector is a child of its own
+        "PHOENIX_SERVE_COLLECTOR": "false",  # the collector is a child of its own
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve()),  # /metrics sums the workers
     }
 
