@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,45 @@ def test_shellcheck_finds_nothing(script: Path) -> None:
         cwd=script.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_run_command_installs_the_runtime_without_the_dev_tools(tmp_path: Path) -> None:
+    """`./phoenix up` on a fresh checkout installs what the application runs on, at the
+    locked versions, and not the test and lint tools (pytest, Playwright, mypy ...)."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("pyproject.toml", "requirements.lock", "README.md"):
+        (checkout / name).write_bytes((ROOT / name).read_bytes())
+    (checkout / "scripts").mkdir()
+    (checkout / "scripts" / "bootstrap").write_bytes((ROOT / "scripts" / "bootstrap").read_bytes())
+    ignore = shutil.ignore_patterns("*.egg-info", "__pycache__")
+    shutil.copytree(ROOT / "src", checkout / "src", ignore=ignore)  # the install writes there
+
+    def bootstrap() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "scripts/bootstrap"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    first = bootstrap()
+    assert first.returncode == 0, first.stderr
+    assert "locked runtime dependencies" in first.stderr
+    python = checkout / ".venv" / "bin" / "python"
+    installed = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+    ).stdout.lower()
+    assert "fastapi==" in installed and "gunicorn==" in installed
+    for dev_tool in ("pytest", "playwright", "mypy", "schemathesis", "ruff"):
+        assert f"\n{dev_tool}==" not in f"\n{installed}", dev_tool
+    locked = subprocess.run(
+        [python, ROOT / "deploy/docker/verify_locked.py", "requirements.lock",
+         "--ignore", "cloud-phoenix", "--ignore", "pip", "--ignore", "setuptools"],
+        cwd=checkout, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    again = bootstrap()  # nothing to do the second time
+    assert again.returncode == 0 and "installing" not in again.stderr
