@@ -242,3 +242,19 @@ def test_a_saturated_pool_answers_503_and_counts_the_refusal(tmp_path: Path) -> 
         text = c.get("/metrics").text
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
     assert "phoenix_certificates_rejected_total 1.0" in text
+
+
+def test_an_unexpected_error_is_a_500_with_its_request_id_recorded_once(tmp_path: Path) -> None:
+    """The request log is outside the framework: the 500 its error handler makes carries the
+    request id the server log names, and is journaled once."""
+    with make_client(tmp_path) as client:
+
+        async def broken() -> None:
+            raise RuntimeError("a bug")
+
+        client.app.add_api_route("/broken", broken)  # type: ignore[attr-defined]
+        response = client.get("/broken", headers={"X-Request-ID": "bug-1"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "bug-1"
+    assert "bug-1" in response.json()["detail"] and "a bug" not in response.text
+    assert [r["status"] for r in journal_lines(tmp_path) if r["request_id"] == "bug-1"] == [500]
