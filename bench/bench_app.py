@@ -5,7 +5,8 @@ Run from the repository root: `.venv/bin/python bench/bench_app.py [--quick]`.
 1. GET / req/s (wrk, 1 thread) of Phoenix / a bare ASGI app on the same uvicorn setup.
 2. /generatecert sustained certificates/s (pool drained) / raw RSA-2048 keygen on all cores.
 3. Warm-pool /generatecert median latency / GET / median latency (sequential, one client).
-4. GET / p99 (open-loop sampler) while /generatecert is saturated / GET / p99 when idle.
+4. GET / p99 (open-loop sampler) while /generatecert is saturated / GET / p99 when idle;
+   the bare app sampled the same way, under the same load: what the machine itself does.
 
 Each figure is a ratio taken within a round (both sides back to back, order alternating),
 then the median over rounds. Goals are reported PASS/FAIL; the exit status is non-zero only
@@ -203,12 +204,14 @@ def measure_latency(phoenix: Server, plan: Plan) -> list[Row]:
     ]
 
 
-def measure_p99(phoenix: Server, plan: Plan) -> list[Row]:
+def measure_p99(phoenix: Server, bare: Server, plan: Plan) -> list[Row]:
     say(
         f"\n[4] GET / p99, open loop {plan.p99_rate:g} req/s for {plan.p99_seconds:g} s: idle "
-        f"vs {plan.hammer_clients} clients hammering /generatecert"
+        f"vs {plan.hammer_clients} clients hammering /generatecert; the bare app sampled too, "
+        "under the same load (the machine's own share of the tail)"
     )
     p99: dict[str, list[float]] = {"idle": [], "saturated": []}
+    bare_p99: dict[str, list[float]] = {"idle": [], "saturated": []}
     failed = {"idle": 0, "saturated": 0}
     certs, busy, slips = 0, 0, []
     spawn = multiprocessing.get_context("spawn")  # its own GIL: the hammer threads live here
@@ -218,24 +221,29 @@ def measure_p99(phoenix: Server, plan: Plan) -> list[Row]:
             for state in ("idle", "saturated") if i % 2 == 0 else ("saturated", "idle"):
                 wait_quiet(phoenix, POOL)
                 args = (HOST, phoenix.port, "/", plan.p99_rate, plan.p99_seconds)
+                bare_args = (HOST, bare.port, "/", plan.p99_rate, plan.p99_seconds)
                 if state == "idle":
                     samples = sampler.submit(open_loop, *args).result(timeout=300)
+                    ceiling = sampler.submit(open_loop, *bare_args).result(timeout=300)
                 else:
                     with CertClients(phoenix.url, plan.hammer_clients) as clients:
                         time.sleep(1.0)  # drain the spare keys: every generator busy
                         started = time.perf_counter()
                         samples = sampler.submit(open_loop, *args).result(timeout=300)
                         certs += clients.completed_between(started, time.perf_counter())
+                        ceiling = sampler.submit(open_loop, *bare_args).result(timeout=300)
                     busy += clients.busy
+                bare_p99[state].append(percentile(ceiling.latencies, 99))
                 p99[state].append(percentile(samples.latencies, 99))
                 failed[state] += samples.failed
                 slips.extend(samples.slips)
                 say(
                     f"  round {i + 1} {state:9} p50 {percentile(samples.latencies, 50) * 1e3:6.2f}"
                     f" ms, p99 {p99[state][-1] * 1e3:7.2f} ms, failed {samples.failed} "
-                    f"{samples.failures or ''}"
+                    f"{samples.failures or ''}; bare app p99 {bare_p99[state][-1] * 1e3:.2f} ms"
                 )
     ratios = round_ratios(p99["saturated"], p99["idle"])
+    bare_ratios = round_ratios(bare_p99["saturated"], bare_p99["idle"])
     return [
         Row(
             "GET / p99, certs saturated / idle",
@@ -246,6 +254,16 @@ def measure_p99(phoenix: Server, plan: Plan) -> list[Row]:
             f"{median(p99['saturated']) * 1e3:.2f} ms, idle {median(p99['idle']) * 1e3:.2f} ms; "
             f"{certs} certificates issued meanwhile, {busy} answered 503; sampler send slip "
             f"p99 {percentile(slips, 99) * 1e3:.2f} ms",
+        ),
+        Row(
+            "  the bare app's, under the same load",
+            "-",
+            f"{median(bare_ratios):.2f}",
+            None,
+            f"round ratios {spread(bare_ratios)}: the bare app (another process) sampled right "
+            f"after Phoenix, while Phoenix's certificates are saturated and while idle; "
+            f"saturated {median(bare_p99['saturated']) * 1e3:.2f} ms, idle "
+            f"{median(bare_p99['idle']) * 1e3:.2f} ms",
         ),
         Row(
             "failed GET / (idle + saturated)",
@@ -281,10 +299,9 @@ def main() -> int:
             servers.append(bare)
             say(f"GET / page: {page} bytes from both servers")
             rows = measure_rps(wrk, phoenix, bare, plan)
-            bare.stop()
             rows += measure_certs(phoenix, plan)
             rows += measure_latency(phoenix, plan)
-            rows += measure_p99(phoenix, plan)
+            rows += measure_p99(phoenix, bare, plan)
         except Exception as exc:
             print(f"bench: failed: {exc}", file=sys.stderr)
             for server in servers:
