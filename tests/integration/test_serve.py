@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -178,3 +179,25 @@ def _zombie(pid: int) -> bool:
         return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_ctrl_c_stops_serve_and_its_collector_once(tmp_path: Path) -> None:
+    """A Ctrl-C reaches the terminal's whole process group: the collector, in a session of
+    its own, does not see it and is stopped by the server, not taken for a crash."""
+    server = start_phoenix(tmp_path / "home", env={"PHOENIX_COLLECT_INTERVAL": "5"})
+    try:
+        wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+        with httpx.Client(base_url=server.url) as client:
+            for n in range(10):
+                client.get("/health", headers={"X-Request-ID": f"int-{n}"})
+        os.killpg(server.process.pid, signal.SIGINT)  # the fixture's process group
+        assert server.process.wait(20) == 0
+    finally:
+        server.stop()
+    assert "restarting" not in server.log_tail(200)
+    store = open_store(f"sqlite:///{server.home}/db/phoenix.sqlite3")
+    try:  # the collector's last pass ran on the way out, although the interval is 5 s
+        got = {row.record.request_id for row in store.query(LogQuery())}
+        assert {f"int-{n}" for n in range(10)} <= got
+    finally:
+        store.close()

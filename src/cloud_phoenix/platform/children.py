@@ -47,6 +47,8 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     death_signal: int = signal.SIGTERM
     log_path: Path | None = None  # stdout and stderr, appended; None: the supervisor's own
+    # Its own session: a Ctrl-C in the terminal reaches only the parent, which stops it.
+    own_session: bool = False
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Child:
                 # makes one system call through a libc handle resolved before the fork.
                 preexec_fn=lambda: _die_with_parent(death_signal),  # noqa: PLW1509
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.spec.own_session,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
             )

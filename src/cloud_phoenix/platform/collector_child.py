@@ -47,7 +47,8 @@ class CollectorChild:
 
     def __init__(self, settings: Settings, grace: float = 15.0) -> None:
         argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
-        self.child = Child(ChildSpec("collector", argv, collector_env(settings)))
+        spec = ChildSpec("collector", argv, collector_env(settings), own_session=True)
+        self.child = Child(spec)
         self.grace = grace  # how long a stopping collector may take to commit what it read
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # no start after stop() has begun
