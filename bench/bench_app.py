@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,10 +28,10 @@ import httpx
 
 from clients import CertClients, KeepAliveClient, open_loop
 from clients import keygen_rate as raw_keygen_rate
-from report import Row, print_table, say
+from report import Process, Row, run_bench, say
 from servers import HOST, Server, prime_key_pool, start_bare, start_phoenix, wait_quiet
 from stats import median, percentile, round_ratios, spread
-from wrk import ensure_wrk, run_wrk
+from wrk import run_wrk
 
 POOL = 4  # PHOENIX_CERT_POOL given to the server: the spare keys a warm pool holds
 
@@ -279,40 +277,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short rounds: a smoke run")
     plan = QUICK if parser.parse_args().quick else FULL
-    try:
-        wrk = ensure_wrk()
-    except RuntimeError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    say(
-        f"phoenix bench ({'quick' if plan is QUICK else 'full'}): {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
-    )
-    with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
-        servers: list[Server] = []
-        try:
-            phoenix = start_phoenix(Path(tmp) / "phoenix", {"PHOENIX_CERT_POOL": str(POOL)})
-            servers.append(phoenix)
-            prime_key_pool(phoenix)
-            page = len(httpx.get(phoenix.url + "/", timeout=10).content)
-            bare = start_bare(Path(tmp) / "bare", page)
-            servers.append(bare)
-            say(f"GET / page: {page} bytes from both servers")
-            rows = measure_rps(wrk, phoenix, bare, plan)
-            rows += measure_certs(phoenix, plan)
-            rows += measure_latency(phoenix, plan)
-            rows += measure_p99(phoenix, bare, plan)
-        except Exception as exc:
-            print(f"bench: failed: {exc}", file=sys.stderr)
-            for server in servers:
-                print(f"--- {server.name} log ---\n{server.log_tail()}", file=sys.stderr)
-            return 1
-        finally:
-            for server in servers:
-                server.stop()
-    say(f"\nload average at the end {os.getloadavg()[0]:.2f}")
-    print_table(rows)
-    return 0
+
+    def body(wrk: str, tmp: Path, started: list[Process]) -> list[Row]:
+        phoenix = start_phoenix(tmp / "phoenix", {"PHOENIX_CERT_POOL": str(POOL)})
+        started.append(phoenix)
+        prime_key_pool(phoenix)
+        page = len(httpx.get(phoenix.url + "/", timeout=10).content)
+        bare = start_bare(tmp / "bare", page)
+        started.append(bare)
+        say(f"GET / page: {page} bytes from both servers")
+        rows = measure_rps(wrk, phoenix, bare, plan)
+        rows += measure_certs(phoenix, plan)
+        rows += measure_latency(phoenix, plan)
+        return rows + measure_p99(phoenix, bare, plan)
+
+    return run_bench("phoenix bench", plan is QUICK, body)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ written the round's journal to the store and reports how long that took.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from report import Row, print_table, say
+from report import Process, Row, run_bench, say
 from stack import ROLES, Stack, start_stack
 from stats import median, round_ratios, spread
-from wrk import WrkResult, ensure_wrk, run_wrk
+from wrk import WrkResult, run_wrk
 
 WORKERS = 2  # one per core of the benchmark machine; fixed for the whole run
 
@@ -141,43 +138,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short rounds: a smoke run")
     plan = QUICK if parser.parse_args().quick else FULL
-    try:
-        wrk = ensure_wrk()
-    except RuntimeError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    say(
-        f"phoenix stack bench ({'quick' if plan is QUICK else 'full'}): {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
-    )
-    with tempfile.TemporaryDirectory(prefix="phoenix-stack-") as tmp:
-        stacks: list[Stack] = []
-        try:
-            phoenix = start_stack("phoenix", Path(tmp) / "phoenix", WORKERS, {})
-            stacks.append(phoenix)
-            page = len(httpx.get(phoenix.url + "/", timeout=10).content)
-            bare_env = {
-                "PHOENIX_WORKER_APP": "bare_app:application()",
-                "BARE_PAGE_BYTES": str(page),
-            }
-            bare = start_stack("bare", Path(tmp) / "bare", WORKERS, bare_env)
-            stacks.append(bare)
-            bare_page = len(httpx.get(bare.url + "/", timeout=10).content)
-            if bare_page != page:
-                raise RuntimeError(f"pages differ: phoenix {page} bytes, bare {bare_page}")
-            say(f"GET / page: {page} bytes from both stacks")
-            rows = measure(wrk, phoenix, bare, plan)
-        except Exception as exc:
-            print(f"bench: failed: {exc}", file=sys.stderr)
-            for stack in stacks:
-                print(f"--- {stack.name} log ---\n{stack.log_tail()}", file=sys.stderr)
-            return 1
-        finally:
-            for stack in stacks:
-                stack.stop()
-    say(f"\nload average at the end {os.getloadavg()[0]:.2f}")
-    print_table(rows)
-    return 0
+
+    def body(wrk: str, tmp: Path, started: list[Process]) -> list[Row]:
+        phoenix = start_stack("phoenix", tmp / "phoenix", WORKERS, {})
+        started.append(phoenix)
+        page = len(httpx.get(phoenix.url + "/", timeout=10).content)
+        bare_env = {"PHOENIX_WORKER_APP": "bare_app:application()", "BARE_PAGE_BYTES": str(page)}
+        bare = start_stack("bare", tmp / "bare", WORKERS, bare_env)
+        started.append(bare)
+        bare_page = len(httpx.get(bare.url + "/", timeout=10).content)
+        if bare_page != page:
+            raise RuntimeError(f"pages differ: phoenix {page} bytes, bare {bare_page}")
+        say(f"GET / page: {page} bytes from both stacks")
+        return measure(wrk, phoenix, bare, plan)
+
+    return run_bench("phoenix stack bench", plan is QUICK, body)
 
 
 if __name__ == "__main__":

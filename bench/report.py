@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from wrk import ensure_wrk
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +38,49 @@ def print_table(rows: list[Row]) -> None:
     say("")
     for row in rows:
         say(f"- {row.figure.strip()}: {row.detail}")
+
+
+class Process(Protocol):
+    """A server or stack a benchmark started: stopped at the end, its log shown on failure."""
+
+    @property
+    def name(self) -> str: ...
+
+    def log_tail(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def run_bench(
+    title: str, quick: bool, body: Callable[[str, Path, list[Process]], list[Row]]
+) -> int:
+    """Find wrk, print the header, run `body(wrk, scratch folder, started)` and the table.
+
+    `body` appends what it starts to `started`: all of it is stopped whatever happens, and
+    its logs are printed when the run fails. 0 when the run completed (goals met or not),
+    1 when it broke, 2 without wrk.
+    """
+    try:
+        wrk = ensure_wrk()
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    say(
+        f"{title} ({'quick' if quick else 'full'}): {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
+    )
+    with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
+        started: list[Process] = []
+        try:
+            rows = body(wrk, Path(tmp), started)
+        except Exception as exc:
+            print(f"bench: failed: {exc}", file=sys.stderr)
+            for process in started:
+                print(f"--- {process.name} log ---\n{process.log_tail()}", file=sys.stderr)
+            return 1
+        finally:
+            for process in started:
+                process.stop()
+    say(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    print_table(rows)
+    return 0

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -159,32 +159,8 @@ def collect(
         store.close()
 
 
-@cli.command()
-def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-) -> None:
-    """Show the running stack: workers, request rate, restarts, recent events."""
-    from cloud_phoenix.platform.status import read_status, supervisor_alive
-    from cloud_phoenix.platform.status_view import render_status
-
-    settings = load_settings()
-    data = read_status(settings.run_dir)
-    if data is None or not supervisor_alive(data):
-        raise fail(
-            f"no stack is running with PHOENIX_HOME={settings.home} (start one: phoenix up)",
-            exitcodes.NOT_RUNNING,
-        )
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        render_status(data)
-
-
-drill_cli = typer.Typer(no_args_is_help=True, help="Bounded drills against the local stack.")
-cli.add_typer(drill_cli, name="drill")
-
-
-def _running_stack(settings: Settings) -> str:
+def _running_stack(settings: Settings) -> dict[str, Any]:
+    """The status of the stack running on this home, or a clear exit when there is none."""
     from cloud_phoenix.platform.status import read_status, supervisor_alive
 
     data = read_status(settings.run_dir)
@@ -193,7 +169,30 @@ def _running_stack(settings: Settings) -> str:
             f"no stack is running with PHOENIX_HOME={settings.home}: start one with `phoenix up`",
             exitcodes.NOT_RUNNING,
         )
-    return f"http://127.0.0.1:{data['port']}"
+    return data
+
+
+def _stack_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{_running_stack(settings)['port']}"
+
+
+@cli.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the running stack: workers, request rate, restarts, recent events."""
+    from cloud_phoenix.platform.status_view import render_status
+
+    settings = load_settings()
+    data = _running_stack(settings)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        render_status(data)
+
+
+drill_cli = typer.Typer(no_args_is_help=True, help="Bounded drills against the local stack.")
+cli.add_typer(drill_cli, name="drill")
 
 
 @drill_cli.command("crash")
@@ -207,7 +206,7 @@ def drill_crash(
     from cloud_phoenix.store import open_store
 
     settings = load_settings()
-    base_url = _running_stack(settings)
+    base_url = _stack_url(settings)
     store = open_store(settings.db_url)
     try:
         report = crash_drill(
@@ -245,7 +244,7 @@ def drill_scale(
     from cloud_phoenix.platform.drill import scale_drill
 
     settings = load_settings()
-    base_url = _running_stack(settings)
+    base_url = _stack_url(settings)
     report = scale_drill(
         base_url,
         settings.run_dir,
@@ -287,15 +286,10 @@ def deploy(
     """
     from cloud_phoenix.platform.deploy import DeployUnanswered, await_result, request_deploy
     from cloud_phoenix.platform.deploy.protocol import describe
-    from cloud_phoenix.platform.status import read_status, supervisor_alive
+    from cloud_phoenix.platform.status import supervisor_alive
 
     settings = load_settings()
-    data = read_status(settings.run_dir)
-    if data is None or not supervisor_alive(data):
-        raise fail(
-            f"no stack is running with PHOENIX_HOME={settings.home} (start one: phoenix up)",
-            exitcodes.NOT_RUNNING,
-        )
+    data = _running_stack(settings)
     pid = int(data["supervisor_pid"])
     wait = timeout + 2 * settings.graceful_timeout + 30  # ready, drained, and some slack
     try:

@@ -19,12 +19,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.children import Child, ChildSpec
+from cloud_phoenix.platform.children import Child
+from cloud_phoenix.platform.stackspec import collector_spec
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class CollectorChild:
     """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it."""
 
     def __init__(self, settings: Settings, grace: float = 15.0) -> None:
-        argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
-        spec = ChildSpec("collector", argv, collector_env(settings), own_session=True)
-        self.child = Child(spec)
+        self.child = Child(collector_spec(collector_env(settings), None, own_session=True))
         self.grace = grace  # how long a stopping collector may take to commit what it read
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # no start after stop() has begun

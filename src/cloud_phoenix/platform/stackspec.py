@@ -46,13 +46,12 @@ def gunicorn_spec(
     )
 
 
-def collector_spec(settings: Settings, env: dict[str, str]) -> ChildSpec:
-    return ChildSpec(
-        "collector",
-        [sys.executable, "-m", "cloud_phoenix", "collect"],
-        env,
-        log_path=settings.logs_dir / "collector.log",
-    )
+def collector_spec(
+    env: dict[str, str], log_path: Path | None, own_session: bool = False
+) -> ChildSpec:
+    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr)."""
+    argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
+    return ChildSpec("collector", argv, env, log_path=log_path, own_session=own_session)
 
 
 def haproxy_spec(

@@ -127,7 +127,7 @@ class Supervisor:
             self.store = self.events.store = open_store(s.db_url)
         self.env = child_env(s, self.metrics_dir)
         specs = [
-            collector_spec(s, self.env),
+            collector_spec(self.env, s.logs_dir / "collector.log"),
             self._gunicorn_spec(),
             haproxy_spec(s, self.env, haproxy_bin, self.haproxy_cfg, self.edge.fileno()),
         ]
