@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -11,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud_phoenix.childproc import die_with_parent
+
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 HEALTHY_AFTER = 60.0  # seconds up after which a child's restart backoff starts again
 MAX_BACKOFF = 10.0
 
@@ -24,16 +24,6 @@ def restart_delay(consecutive_failures: int) -> float:
     if consecutive_failures <= 0:
         return 0.0
     return min(MAX_BACKOFF, 0.25 * 2.0 ** (consecutive_failures - 1))
-
-
-# Resolved once in the parent: between fork and exec only the prctl call itself runs.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent(signum: int) -> None:
-    """Runs in the child before exec: the kernel sends `signum` when the supervisor dies,
-    so no child outlives it holding a port (even after a kill -9 of the supervisor)."""
-    _LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +72,11 @@ class Child:
                 list(self.spec.argv),
                 env=dict(self.spec.env),
                 pass_fds=self.spec.pass_fds,
-                # Safe with the store's pool threads: the function takes no lock, it only
-                # makes one system call through a libc handle resolved before the fork.
-                preexec_fn=lambda: _die_with_parent(death_signal),  # noqa: PLW1509
+                # Runs in the child before exec: the kernel sends `death_signal` when the
+                # supervisor dies, so no child outlives it holding a port (even after a
+                # kill -9). Safe with the store's pool threads: the function takes no lock,
+                # it only makes one system call through a libc handle resolved at import.
+                preexec_fn=lambda: die_with_parent(death_signal),  # noqa: PLW1509
                 stdin=subprocess.DEVNULL,
                 start_new_session=self.spec.own_session,
                 stdout=output,

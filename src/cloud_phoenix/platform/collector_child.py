@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 
+from cloud_phoenix.childproc import make_idle
 from cloud_phoenix.config import Settings
 from cloud_phoenix.platform.children import Child
 from cloud_phoenix.platform.stackspec import collector_spec
@@ -106,12 +107,12 @@ class CollectorChild:
 
 
 def _idle_priority(pid: int | None) -> None:
-    """SCHED_IDLE: the collector takes only the CPU time the requests leave over; at
-    saturation the journal holds the backlog until a quieter second. (Measured: at normal
-    priority the kernel often ran it on the server's core and took 8 % of its time.)"""
+    """Idle priority (childproc.make_idle): the collector takes only the CPU time the
+    requests leave over; at saturation the journal holds the backlog until a quieter second.
+    (Measured: at normal priority the kernel often ran it on the server's core and took 8 %
+    of its time; at SCHED_IDLE in its own session, without its autogroup lowered, it still
+    competed with the server's session at full weight.)"""
     if pid is None:
         return
-    try:
-        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as exc:  # a sandbox may refuse it: the collector runs all the same
-        log.warning("collector (pid %d) keeps its normal CPU priority: %s", pid, exc)
+    for problem in make_idle(pid):  # a sandbox may refuse it: the collector runs all the same
+        log.warning("collector (pid %d) keeps part of its CPU priority: %s", pid, problem)

@@ -5,19 +5,18 @@ Everything else is passed on gunicorn's command line by the supervisor.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from cloud_phoenix.childproc import die_with_parent
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """A worker must not outlive its master: after a kill -9 of the master, the kernel tells
     each worker with SIGTERM, and it finishes its requests and exits (the new master's
     workers take over the same socket)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    die_with_parent(signal.SIGTERM)
 
 
 def child_exit(server: Any, worker: Any) -> None:
