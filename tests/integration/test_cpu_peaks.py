@@ -127,8 +127,10 @@ def test_a_generatecert_load_gives_one_start_and_one_end_notice(
     store.close()
     started, ended = events["cpu_peak_started"], events["cpu_peak_ended"]
     top = started.data["processes"]
-    serving = [p for p in top if p["name"] == SERVE]
-    assert serving and serving[0]["percent"] >= 25.0, top  # at least half a core of two
+    # The certificates' CPU is the stack's: serve's own and its key maker child's.
+    serving = [p for p in top if p["name"].startswith(SERVE) and p["stack"]]
+    assert f"{SERVE}: key maker" in {p["name"] for p in serving}, top
+    assert sum(p["percent"] for p in serving) >= 25.0, top  # at least half a core of two
     assert started.data["endpoints"][0]["path"] == "/generatecert"
     assert started.data["host_percent"] >= 70.0
     assert 2.0 <= ended.data["duration_seconds"] <= 12.0

@@ -115,6 +115,16 @@ def test_serve_does_not_name_its_server_software(phoenix_server: PhoenixProcess)
 
 def collector_children(pid: int) -> list[int]:
     """The `phoenix collect` processes whose parent is `pid`."""
+    return children(pid, b"collect")
+
+
+def keymaker_children(pid: int) -> list[int]:
+    """The key maker processes (`python -m cloud_phoenix.keymaker`) whose parent is `pid`."""
+    return children(pid, b"cloud_phoenix.keymaker")
+
+
+def children(pid: int, argument: bytes) -> list[int]:
+    """The processes whose parent is `pid` with `argument` on their command line."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -125,7 +135,7 @@ def collector_children(pid: int) -> list[int]:
         except OSError:
             continue  # gone meanwhile
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"collect" in cmdline and b"cloud_phoenix" in cmdline:
+        if parent == pid and argument in cmdline and any(b"cloud_phoenix" in a for a in cmdline):
             found.append(int(entry.name))
     return found
 
@@ -172,6 +182,34 @@ def test_the_collector_dies_with_a_killed_server(tmp_path: Path) -> None:
     server.process.kill()
     server.process.wait(10)
     wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), timeout=20)
+
+
+def test_certificates_go_on_when_the_key_maker_is_killed_and_it_dies_with_the_server(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the key maker under certificate traffic: the next request starts a new
+    one, and a request that was waiting meets at most a 503 with Retry-After, never a
+    hang or a 500. kill -9 of the server then takes the key maker along."""
+    server = start_phoenix(tmp_path / "home", env={"PHOENIX_CERT_POOL": "0"})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/generatecert").status_code == 200
+        [first] = keymaker_children(server.process.pid)
+        statuses = []
+        for n in range(6):
+            if n == 2:
+                os.kill(first, signal.SIGKILL)
+            response = client.get("/generatecert", params={"cn": f"host{n}.example"})
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                assert response.headers["retry-after"] == "1"
+                assert "key generator" in response.json()["detail"]
+        assert statuses.count(200) >= 5 and set(statuses) <= {200, 503}, statuses
+        [second] = keymaker_children(server.process.pid)
+        assert second != first
+    server.process.kill()
+    server.process.wait(10)
+    wait_for(lambda: not Path(f"/proc/{second}").exists() or _zombie(second), timeout=20)
+    assert "key generator" in server.log_tail(50)
 
 
 def _zombie(pid: int) -> bool:

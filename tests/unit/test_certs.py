@@ -9,8 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cloud_phoenix.app.certs import generate_key, issue_certificate, make_spare
 from cloud_phoenix.app.keypool import KeyPool, PoolBusy
+from cloud_phoenix.certs import generate_key, issue_certificate
+from tests.fixtures.certs import new_spare
 
 KEYS = [generate_key() for _ in range(3)]
 
@@ -47,7 +48,9 @@ def test_certificate_matches_its_key_and_request() -> None:
 
 def test_pool_fills_its_spares_and_hands_each_key_out_once() -> None:
     async def scenario() -> None:
-        pool = KeyPool(spare=3, concurrency=2, max_wait=5, generate=generate_key)
+        pool = KeyPool(
+            spare=3, concurrency=2, max_wait=5, make=lambda: asyncio.to_thread(generate_key)
+        )
         pool.start()
         try:
             await asyncio.sleep(0.2)
@@ -70,7 +73,7 @@ def test_pool_never_runs_more_generations_than_its_concurrency() -> None:
     gen = GatedGenerator()
 
     async def scenario() -> None:
-        pool = KeyPool(spare=10, concurrency=2, max_wait=5, generate=gen)
+        pool = KeyPool(spare=10, concurrency=2, max_wait=5, make=lambda: asyncio.to_thread(gen))
         pool.start()
         try:
             waiter = asyncio.ensure_future(pool.take())
@@ -89,7 +92,7 @@ def test_pool_refuses_at_once_when_the_wait_would_be_too_long() -> None:
     gen = GatedGenerator()
 
     async def scenario() -> None:
-        pool = KeyPool(spare=0, concurrency=1, max_wait=1.0, generate=gen)
+        pool = KeyPool(spare=0, concurrency=1, max_wait=1.0, make=lambda: asyncio.to_thread(gen))
         pool._seconds_per_key = 0.4  # as if measured: three rounds exceed the bound
         pool.start()
         waiters = [asyncio.ensure_future(pool.take()) for _ in range(2)]
@@ -110,7 +113,7 @@ def test_pool_times_out_a_waiter_with_busy_not_a_hang() -> None:
     gen = GatedGenerator()
 
     async def scenario() -> None:
-        pool = KeyPool(spare=0, concurrency=1, max_wait=0.3, generate=gen)
+        pool = KeyPool(spare=0, concurrency=1, max_wait=0.3, make=lambda: asyncio.to_thread(gen))
         pool._seconds_per_key = 0.01
         pool.start()
         with pytest.raises(PoolBusy, match="within"):
@@ -126,7 +129,7 @@ def test_waiters_are_served_in_arrival_order() -> None:
     gen = GatedGenerator()
 
     async def scenario() -> None:
-        pool = KeyPool(spare=0, concurrency=1, max_wait=5, generate=gen)
+        pool = KeyPool(spare=0, concurrency=1, max_wait=5, make=lambda: asyncio.to_thread(gen))
         pool.start()
         order: list[int] = []
 
@@ -148,10 +151,14 @@ def test_waiters_are_served_in_arrival_order() -> None:
 
 
 def test_a_spare_comes_with_a_ready_certificate_for_the_defaults_only_while_fresh() -> None:
-    spare = make_spare()
+    spare = new_spare()
     assert spare.certificate("localhost", 365, spare.made + 1) is spare.ready
     assert spare.certificate("example.org", 365, spare.made + 1) is None
     assert spare.certificate("localhost", 30, spare.made + 1) is None
     assert spare.certificate("localhost", 365, spare.made + 3600) is None
     cert = x509.load_pem_x509_certificate(spare.ready.cert.encode())
-    assert cert.public_key().public_numbers() == spare.key.public_key().public_numbers()
+    key = spare.private_key()
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    handed_out = serialization.load_pem_private_key(spare.ready.key.encode(), password=None)
+    assert isinstance(handed_out, rsa.RSAPrivateKey)
+    assert handed_out.private_numbers() == key.private_numbers()  # the DER is that key

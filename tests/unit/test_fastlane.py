@@ -7,12 +7,13 @@ import time
 
 from starlette.types import Message, Receive, Scope, Send
 
-from cloud_phoenix.app.certs import READY_MAX_AGE, SpareKey, make_spare
 from cloud_phoenix.app.fastlane import ReadyCertificates
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.certs import READY_MAX_AGE, SpareKey
+from tests.fixtures.certs import new_spare
 
-SPARES = [make_spare() for _ in range(2)]  # made once: RSA keys are slow
+SPARES = [new_spare() for _ in range(2)]  # made once: RSA keys are slow
 
 
 def fresh(spare: SpareKey) -> SpareKey:
@@ -51,8 +52,11 @@ def call(lane: ReadyCertificates, s: Scope) -> list[Message]:
 def pool_with(spares: list[SpareKey]) -> KeyPool[SpareKey]:
     made = iter(spares)
 
+    async def make() -> SpareKey:
+        return next(made)
+
     async def filled() -> KeyPool[SpareKey]:
-        pool: KeyPool[SpareKey] = KeyPool(0, 1, 5, generate=lambda: next(made))
+        pool: KeyPool[SpareKey] = KeyPool(0, 1, 5, make=make)
         pool.start()
         for _ in spares:
             pool._spares.append(await pool.take())  # what the pool made ahead
@@ -75,9 +79,7 @@ def test_a_fresh_spare_is_answered_in_the_lane_once() -> None:
 
 
 def test_parameters_or_a_stale_spare_go_to_the_route() -> None:
-    stale = SpareKey(
-        SPARES[1].key, SPARES[1].ready, SPARES[1].made - READY_MAX_AGE - 1, SPARES[1].ready_json
-    )
+    stale = dataclasses.replace(SPARES[1], made=SPARES[1].made - READY_MAX_AGE - 1)
     pool = pool_with([stale])
     lane = ReadyCertificates(app_reached, pool, Metrics())
     assert call(lane, scope(b"cn=example.org"))[0]["status"] == 299

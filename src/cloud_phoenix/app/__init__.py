@@ -18,13 +18,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_phoenix import __version__
 from cloud_phoenix.app import errors, fastlane, ops, pages, routes
-from cloud_phoenix.app.certs import make_spare
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics, operations_figures
 from cloud_phoenix.app.requestlog import RequestLog
 from cloud_phoenix.app.runtime import Runtime
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
+from cloud_phoenix.keymaker import KeyMaker
 from cloud_phoenix.platform.collector import measure_lag
 from cloud_phoenix.platform.collector_child import CollectorChild
 from cloud_phoenix.store import LogStore, StoreError, open_store
@@ -38,6 +38,7 @@ def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
     """The parts one serving process needs, not yet started."""
     metrics = Metrics(settings.metrics_dir)
     store = store if store is not None else open_store(settings.db_url)
+    keymaker = KeyMaker(settings.cert_concurrency)
     return Runtime(
         settings=settings,
         store=store,
@@ -47,9 +48,10 @@ def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
             settings.cert_pool_size,
             settings.cert_concurrency,
             settings.cert_max_wait,
-            generate=make_spare,
+            make=keymaker.make,
             on_change=metrics.spare_keys.set,
         ),
+        keymaker=keymaker,
     )
 
 
@@ -101,6 +103,7 @@ def create_app(settings: Settings, store: LogStore | None = None) -> PhoenixApp:
             if rt.collector is not None:
                 rt.collector.stop()
             rt.pool.stop()
+            await rt.keymaker.close()
             rt.journal.close()
             rt.store.close()
             gc.unfreeze()  # collectable again, where the process goes on (tests, reloads)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from cloud_phoenix.app.keypool import PoolBusy
+from cloud_phoenix.keymaker import KeyMakerError
 from cloud_phoenix.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ async def _pool_busy(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _key_maker_failed(_request: Request, exc: Exception) -> JSONResponse:
+    # Logged where it happened (the key maker, the pool); the next request may well succeed.
+    return error_response(
+        503,
+        f"{exc}; retry after 1 s",
+        headers={"Retry-After": "1"},
+        error="certificate generation failed",
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.scope.get("phoenix.request_id", "")
     log.exception(
@@ -97,6 +108,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(StoreError, _store_error)
     app.add_exception_handler(PoolBusy, _pool_busy)
+    app.add_exception_handler(KeyMakerError, _key_maker_failed)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -1,8 +1,9 @@
-"""A bounded pool of expensive items (RSA keys) made ahead in background threads.
+"""A bounded pool of expensive items (RSA keys) made ahead, in the background.
 
-Generation runs in a few threads: `cryptography` releases the GIL while OpenSSL works, so
-the event loop keeps serving; the threads run at idle priority, so the loop gets a core the
-moment it has a request. Each item is handed out once.
+The pool decides when and how many: spares ahead of demand, at most `concurrency` being
+made at once, waiters in arrival order, a refusal instead of a wait beyond the bound. The
+making itself is an awaitable `make()`: for the server, the key maker's child process at
+idle priority (keymaker.py), so the event loop keeps serving. Each item is handed out once.
 """
 
 from __future__ import annotations
@@ -10,25 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-
-def _idle_priority() -> None:
-    """SCHED_IDLE for this generator thread (Linux): it only gets a core nobody else wants,
-    so requests waiting on the event loop are not queued behind key generation."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: normal priority
-        log.debug("key generation stays at normal priority: %s", exc)
+RETRY_AFTER_FAILURE = 1.0  # seconds before the next try after a failed generation
 
 
 class PoolBusy(Exception):
@@ -51,20 +43,20 @@ class KeyPool(Generic[T]):
         spare: int,
         concurrency: int,
         max_wait: float,
-        generate: Callable[[], T],
+        make: Callable[[], Awaitable[T]],
         on_change: Callable[[int], None] | None = None,
     ) -> None:
         self.spare_target = spare
         self.concurrency = concurrency
         self.max_wait = max_wait
-        self._generate = generate
+        self._make = make
         self._on_change = on_change or (lambda _n: None)
         self._spares: deque[T] = deque()
         self._waiters: deque[asyncio.Future[T]] = deque()
         self._inflight = 0
         self._demanded = False
         self._seconds_per_key = 0.1  # refined by every generation (moving average)
-        self._executor: ThreadPoolExecutor | None = None
+        self._making: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -73,20 +65,17 @@ class KeyPool(Generic[T]):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(
-            self.concurrency, thread_name_prefix="keygen", initializer=_idle_priority
-        )
         self._fill()
 
     def stop(self) -> None:
+        self._loop = None
         for waiter in self._waiters:
             waiter.cancel()
         self._waiters.clear()
+        for task in self._making:
+            task.cancel()
         self._spares.clear()
         self._on_change(0)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
 
     def estimated_wait(self) -> float:
         """Seconds a new request would wait for a key: the queue ahead of it, in rounds."""
@@ -98,7 +87,7 @@ class KeyPool(Generic[T]):
     def take_ready(self, usable: Callable[[T], bool]) -> T | None:
         """The oldest spare if there is one and `usable(spare)`; None otherwise (nothing is
         taken then). For callers that answer at once or not at all."""
-        if self._executor is None or not self._spares or not usable(self._spares[0]):
+        if self._loop is None or not self._spares or not usable(self._spares[0]):
             return None
         self._demanded = True
         spare = self._spares.popleft()
@@ -108,7 +97,7 @@ class KeyPool(Generic[T]):
         return spare
 
     async def take(self) -> T:
-        if self._executor is None:
+        if self._loop is None:
             raise RuntimeError("the key pool is not started")
         self._demanded = True
         if self._spares:
@@ -123,7 +112,6 @@ class KeyPool(Generic[T]):
                 f"{len(self._waiters)} certificate requests are already waiting; "
                 f"the wait would be about {wait:.1f} s",
             )
-        assert self._loop is not None
         waiter: asyncio.Future[T] = self._loop.create_future()
         self._waiters.append(waiter)
         self._fill()
@@ -147,7 +135,7 @@ class KeyPool(Generic[T]):
         return self.spare_target if self._demanded else 0
 
     def _fill(self) -> None:
-        if self._executor is None or self._loop is None:
+        if self._loop is None:
             return
         live_waiters = sum(1 for w in self._waiters if not w.done())
         while (
@@ -155,32 +143,34 @@ class KeyPool(Generic[T]):
             and len(self._spares) + self._inflight < self._target() + live_waiters
         ):
             self._inflight += 1
-            future = self._loop.run_in_executor(self._executor, self._timed_generate)
-            future.add_done_callback(self._generated)
+            task = self._loop.create_task(self._make_one())
+            self._making.add(task)
+            task.add_done_callback(self._making.discard)
 
-    def _timed_generate(self) -> tuple[T, float]:
+    async def _make_one(self) -> None:
         started = time.perf_counter()
-        key = self._generate()
-        return key, time.perf_counter() - started
-
-    def _generated(self, future: asyncio.Future[tuple[T, float]]) -> None:
+        try:
+            item = await self._make()
+        except asyncio.CancelledError:
+            self._inflight -= 1
+            raise
+        except Exception as exc:
+            self._inflight -= 1
+            log.error("RSA key generation failed: %s", exc)
+            self._fail_one(exc)
+            if self._loop is not None:  # not at once: a maker that keeps failing is no
+                self._loop.call_later(RETRY_AFTER_FAILURE, self._fill)  # busy loop
+            return
         self._inflight -= 1
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            log.error("RSA key generation failed: %s", error)
-            self._fail_one(error)
-            return
-        key, seconds = future.result()
+        seconds = time.perf_counter() - started
         self._seconds_per_key = 0.8 * self._seconds_per_key + 0.2 * seconds
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(key)
+                waiter.set_result(item)
                 break
         else:
-            self._spares.append(key)
+            self._spares.append(item)
             self._on_change(len(self._spares))
         self._fill()
 

@@ -17,10 +17,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from cloud_phoenix.app.certs import DNS_NAME_PATTERN, IssuedCertificate, issue_certificate
 from cloud_phoenix.app.errors import ErrorBody
 from cloud_phoenix.app.requestlog import FINISH_KEY, REQUEST_ID_KEY, worker_id
 from cloud_phoenix.app.runtime import Runtime
+from cloud_phoenix.certs import (
+    DNS_NAME_PATTERN,
+    IssuedCertificate,
+    SpareKey,
+    issue_certificate,
+)
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform.collector import measure_lag
 from cloud_phoenix.store import Cursor, LogQuery, StoreError, redact_url
@@ -144,11 +149,15 @@ async def generate_cert(
     return JSONResponse(asdict(issued), headers={"Cache-Control": "no-store"})
 
 
+def _sign(spare: SpareKey, cn: str, days: int) -> IssuedCertificate:
+    return issue_certificate(spare.private_key(), cn, days)
+
+
 async def issue_certificate_for(rt: Runtime, cn: str, days: int) -> IssuedCertificate:
     spare = await rt.pool.take()
     issued = spare.certificate(cn, days, time.monotonic())
     if issued is None:  # other parameters, or a spare that waited long: sign it now
-        issued = await asyncio.to_thread(issue_certificate, spare.key, cn, days)
+        issued = await asyncio.to_thread(_sign, spare, cn, days)
     rt.metrics.certificates.inc()
     return issued
 

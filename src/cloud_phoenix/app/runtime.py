@@ -1,15 +1,17 @@
-"""What one serving process holds: settings, store, journal, key pool, metrics, collector."""
+"""What one serving process holds: settings, store, journal, key pool and its key maker,
+metrics, collector."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from cloud_phoenix.app.certs import SpareKey
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
+from cloud_phoenix.certs import SpareKey
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
+from cloud_phoenix.keymaker import KeyMaker
 from cloud_phoenix.platform.collector_child import CollectorChild
 from cloud_phoenix.store import LogStore
 
@@ -23,5 +25,6 @@ class Runtime:
     journal: JournalWriter
     metrics: Metrics
     pool: KeyPool[SpareKey]
+    keymaker: KeyMaker  # makes the pool's keys, in a child process
     collector: CollectorChild | None = None  # `phoenix serve`'s own collector, if it runs one
     started: float = field(default_factory=time.monotonic)

@@ -196,9 +196,12 @@ class CpuWatch:
             return default
 
     def _stack_processes(self) -> tuple[ProcessCpu, ...]:
+        """The stack's named processes and their helper children (a worker's key maker,
+        serve's collector): the certificates' CPU belongs to the stack, not to a stranger."""
         nothing: StackPids = ()
         named = self._guarded("the stack's pids", self._stack_pids, nothing)
-        pairs = named.items() if isinstance(named, Mapping) else named
+        pairs = list(named.items() if isinstance(named, Mapping) else named)
+        pairs += self._guarded("the stack's helpers", lambda: helper_children(pairs), [])
         measured: list[ProcessCpu] = []
         for name, pid in pairs:
             percent = self._stack.percent(pid)
@@ -239,6 +242,29 @@ class CpuWatch:
             next_at += interval
             if next_at < self._clock():  # fell behind (a suspended host): skip, do not burst
                 next_at = self._clock() + interval
+
+
+def helper_children(named: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Children of the named processes that are not named themselves, as
+    ("<parent>: key maker", pid), ("<parent>: collector", pid) or ("<parent>: <name>", pid)."""
+    parents = {pid: name for name, pid in named}
+    found: list[tuple[str, int]] = []
+    for process in psutil.process_iter(["ppid", "cmdline", "name"]):
+        parent = parents.get(process.info["ppid"] or 0)
+        if parent is None or process.pid in parents:
+            continue
+        found.append((f"{parent}: {_role(process.info)}", process.pid))
+    return found
+
+
+def _role(info: dict[str, object]) -> str:
+    cmdline = info.get("cmdline") or []
+    args = [str(arg) for arg in cmdline] if isinstance(cmdline, list) else []
+    if "cloud_phoenix.keymaker" in args:
+        return "key maker"
+    if "collect" in args and any("cloud_phoenix" in arg for arg in args):
+        return "collector"
+    return str(info.get("name") or "?")
 
 
 def busiest_endpoints(

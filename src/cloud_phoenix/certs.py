@@ -1,15 +1,17 @@
 """RSA keys and the self-signed certificates built on them.
 
-A spare key is made ahead together with a certificate for the default parameters, so a
-`/generatecert` that finds a spare in the pool (app/keypool.py) only serialises it. A key is
-handed out once, lives only in memory, and is never logged.
+A spare key is made ahead, in the key maker's child process (keymaker.py), together with a
+certificate for the default parameters, so a `/generatecert` that finds a spare in the pool
+(app/keypool.py) answers with bytes already made. A key is handed out once, lives only in
+memory (and in the pipe from the key maker), and is never logged.
+
+This module imports no web framework: the key maker's child loads it alone.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,10 +45,25 @@ def generate_key() -> rsa.RSAPrivateKey:
 class SpareKey:
     """A key made ahead, with a certificate for the default parameters already signed."""
 
-    key: rsa.RSAPrivateKey
+    key_der: bytes  # the private key, PKCS#8 DER
     ready: IssuedCertificate
-    made: float  # time.monotonic() when signed
-    ready_json: bytes = b""  # `ready` as the /generatecert body, serialised in the key thread
+    made: float  # time.monotonic() when received from the maker, just after signing
+    ready_json: bytes = b""  # `ready` as the /generatecert body, serialised by the maker
+
+    @classmethod
+    def from_parts(cls, key_der: bytes, ready_json: bytes, made: float) -> SpareKey:
+        """A spare from what the key maker sends: the key and the ready certificate's body."""
+        return cls(key_der, IssuedCertificate(**orjson.loads(ready_json)), made, ready_json)
+
+    def private_key(self) -> rsa.RSAPrivateKey:
+        # Made by our own key maker a moment ago: its consistency checks (about a
+        # millisecond of big-number arithmetic) would only repeat what OpenSSL just did.
+        key = serialization.load_der_private_key(
+            self.key_der, password=None, unsafe_skip_rsa_key_validation=True
+        )
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise TypeError(f"a spare key must be RSA, not {type(key).__name__}")
+        return key
 
     def fresh(self, now: float) -> bool:
         return now - self.made <= READY_MAX_AGE
@@ -57,11 +74,17 @@ class SpareKey:
         return self.ready if wanted and self.fresh(now) else None
 
 
-def make_spare() -> SpareKey:
-    """A new key and its default certificate (runs in a generator thread)."""
+def make_spare_parts() -> tuple[bytes, bytes]:
+    """A new key (PKCS#8 DER) and the JSON body of its default certificate: what the key
+    maker's child sends for one spare (SpareKey.from_parts makes the spare of it)."""
     key = generate_key()
     ready = issue_certificate(key, DEFAULT_CN, DEFAULT_DAYS)
-    return SpareKey(key, ready, time.monotonic(), orjson.dumps(asdict(ready)))
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return der, orjson.dumps(asdict(ready))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,162 @@
+"""The key maker: a real child process making real RSA keys, and what happens when it fails.
+
+Tried here: a child killed with -9 while a key is being made, a child that cannot start
+(exits at once), a child that sends a malformed or oversized frame, a closed maker, the
+child's own command line used wrongly, and a child whose parent is already gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from cloud_phoenix.childproc import autogroup_nice
+from cloud_phoenix.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError, restart_delay
+
+pytestmark = pytest.mark.integration
+
+
+def run(scenario: object) -> None:
+    asyncio.run(asyncio.wait_for(scenario, 60))  # type: ignore[arg-type]
+
+
+def test_keys_come_from_one_child_at_idle_priority_in_its_own_session() -> None:
+    async def scenario() -> None:
+        maker = KeyMaker(2)
+        try:
+            spares = await asyncio.gather(*(maker.make() for _ in range(3)))
+            pid = maker.pid
+            assert pid is not None and maker.starts == 1
+            assert os.getsid(pid) == pid  # a session of its own
+            assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+            assert autogroup_nice(pid) in (19, None)  # None: a kernel without autogroups
+            numbers = {spare.private_key().private_numbers().d for spare in spares}
+            assert len(numbers) == 3  # every key handed out once
+            for spare in spares:
+                cert = x509.load_pem_x509_certificate(spare.ready.cert.encode())
+                public = spare.private_key().public_key().public_numbers()
+                assert cert.public_key().public_numbers() == public  # type: ignore[union-attr]
+        finally:
+            await maker.close()
+        assert maker.pid is None
+        with pytest.raises(KeyMakerError, match="closed"):
+            await maker.make()
+
+    run(scenario())
+
+
+def test_a_killed_child_fails_its_request_and_the_next_one_starts_a_new_child() -> None:
+    async def scenario() -> None:
+        maker = KeyMaker(1)
+        try:
+            await maker.make()
+            first = maker.pid
+            assert first is not None
+            pending = asyncio.ensure_future(maker.make())
+            await asyncio.sleep(0.005)  # the request is in the child's hands
+            os.kill(first, signal.SIGKILL)
+            with pytest.raises(KeyMakerError, match="exit code -9"):
+                await pending
+            await maker.make()  # a new child, at once (the first failure has no delay)
+            assert maker.starts == 2 and maker.pid not in (None, first)
+        finally:
+            await maker.close()
+        assert not Path(f"/proc/{first}").exists()
+
+    run(scenario())
+
+
+def test_a_child_that_cannot_start_is_a_clear_error_and_is_not_restarted_in_a_hot_loop(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        maker = KeyMaker(1, python="/bin/false")  # exits 1 whatever it is asked
+        started = time.monotonic()
+        for _ in range(4):
+            with pytest.raises(KeyMakerError, match="exit code 1"):
+                await maker.make()
+        # Restarts after the first wait 0.25, 0.5 s: not a busy loop.
+        assert time.monotonic() - started >= 0.7
+        await maker.close()
+
+        missing = KeyMaker(1, python=str(tmp_path / "no-such-python"))
+        with pytest.raises(KeyMakerError, match="cannot start the key generator"):
+            await missing.make()
+        await missing.close()
+
+    run(scenario())
+
+
+def test_restart_delay_backs_off_to_a_bound() -> None:
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.0, 0.25, 0.5, 1.0]
+    assert restart_delay(40) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (HEAD.pack(KIND_KEY, 2) + b"xx", "malformed frame"),  # too short for its key length
+        (HEAD.pack(KIND_KEY, 1 << 30), "frame of 1073741824 bytes"),
+    ],
+)
+def test_a_child_sending_garbage_is_stopped_and_its_request_fails(
+    tmp_path: Path, frame: bytes, reason: str
+) -> None:
+    liar = tmp_path / "liar"
+    octal = "".join(f"\\{byte:03o}" for byte in frame)  # printf's escapes, byte by byte
+    liar.write_text(
+        "#!/bin/sh\n"
+        "head -c 1 >/dev/null\n"  # wait for the request
+        f"printf '{octal}'\n"
+        "sleep 30\n"
+    )
+    liar.chmod(0o755)
+
+    async def scenario() -> None:
+        maker = KeyMaker(1, python=str(liar))
+        try:
+            with pytest.raises(KeyMakerError, match=reason):
+                await maker.make()
+        finally:
+            await maker.close()
+
+    run(scenario())
+
+
+def child(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloud_phoenix.keymaker", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_the_child_answers_each_byte_with_a_key_and_exits_at_end_of_input() -> None:
+    process = child("2", str(os.getpid()))
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(b"kk")
+    process.stdin.flush()
+    for _ in range(2):
+        kind, length = HEAD.unpack(process.stdout.read(HEAD.size))
+        assert kind == KIND_KEY and len(process.stdout.read(length)) == length
+    process.stdin.close()
+    assert process.wait(10) == 0
+
+
+def test_the_child_refuses_a_wrong_command_line_and_a_parent_already_gone() -> None:
+    wrong = child("two")
+    _, err = wrong.communicate(timeout=10)
+    assert wrong.returncode == 64 and b"usage" in err
+    orphan = child("1", "1")  # "its parent is pid 1": as if the server died before prctl
+    orphan.stdin.write(b"k")  # type: ignore[union-attr]
+    out, _ = orphan.communicate(timeout=10)
+    assert orphan.returncode == 0 and out == b""  # made no key for nobody
