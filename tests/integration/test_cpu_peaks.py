@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,13 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
-from cloud_phoenix.platform.cpuloop import CpuWatch, HostCpu, ProcessTable, busiest_endpoints
+from cloud_phoenix.platform.cpuloop import (
+    CpuWatch,
+    HostCpu,
+    ProcessTable,
+    busiest_endpoints,
+    helper_children,
+)
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.notify import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store
@@ -277,3 +285,24 @@ def test_busiest_endpoints_reads_across_midnight(tmp_path: Path) -> None:
     )
     assert busiest_endpoints(journal, midnight - 2.5) == (("/a", 1), ("/b", 1))
     assert busiest_endpoints(journal, midnight - 5) == (("/a", 2), ("/b", 1))
+
+
+def test_a_stack_process_children_are_named_after_it() -> None:
+    """A worker's key maker and any other child count as the stack's, named by their parent;
+    a named child keeps its own name."""
+    sleeper = subprocess.Popen(["sleep", "30"])
+    keymaker = subprocess.Popen(
+        [sys.executable, "-m", "cloud_phoenix.keymaker", "1", str(os.getpid())],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        me = ("tester", os.getpid())
+        found = helper_children([me])
+        assert ("tester: sleep", sleeper.pid) in found
+        assert ("tester: key maker", keymaker.pid) in found
+        assert all(pid != sleeper.pid for _, pid in helper_children([me, ("nap", sleeper.pid)]))
+        assert helper_children([("gone", 2**22 + 1)]) == []
+    finally:
+        for process in (sleeper, keymaker):
+            process.kill()
+            process.wait()
