@@ -70,15 +70,6 @@ class Readiness(BaseModel):
     lag_bytes: int | None
 
 
-class Certificate(BaseModel):
-    key: str
-    cert: str
-    fingerprint_sha256: str
-    not_before: str
-    not_after: str
-    subject: str
-
-
 class LogRecord(BaseModel):
     id: str
     time: str
@@ -135,7 +126,7 @@ async def crash(request: Request) -> Response:
 
 @router.get(
     "/generatecert",
-    response_model=Certificate,
+    response_model=IssuedCertificate,  # a dataclass: FastAPI documents it as it is
     responses=ERROR_503,
     summary="A fresh RSA-2048 key and its self-signed certificate",
     description="Each key is handed out once and never stored or logged.",
