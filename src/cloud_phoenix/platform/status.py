@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for the annotation: readers of the status need no process code
+    from cloud_phoenix.platform.children import Child
 
 STATUS_FILE = "status.json"
 
@@ -37,6 +41,31 @@ class StackStatus:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def workers_status(desired: int, started: Mapping[int, float], now: float) -> dict[str, Any]:
+    """The `workers` entry: desired and running counts, each worker's pid and uptime."""
+    return {
+        "desired": desired,
+        "running": len(started),
+        "pids": [
+            {"pid": pid, "uptime_s": round(now - since, 1)}
+            for pid, since in sorted(started.items())
+        ],
+    }
+
+
+def children_status(children: Mapping[str, Child], now: float) -> dict[str, dict[str, Any]]:
+    """The `children` entry: each supervised child's pid, state, restarts and uptime."""
+    return {
+        name: {
+            "pid": child.pid,
+            "running": child.running(),
+            "restarts": child.restarts,
+            "uptime_s": round(now - child.started_at, 1) if child.running() else 0.0,
+        }
+        for name, child in children.items()
+    }
 
 
 def write_status(run_dir: Path, status: StackStatus) -> None:

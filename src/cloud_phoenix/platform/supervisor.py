@@ -41,9 +41,10 @@ from cloud_phoenix.platform.deploy import (
     stop_accepting,
     take_requests,
 )
+from cloud_phoenix.platform.edge import open_edge
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.eventlog import EventLog
-from cloud_phoenix.platform.host import listen, lock_home, prepare_home
+from cloud_phoenix.platform.host import lock_home, prepare_home
 from cloud_phoenix.platform.notify import Notifier
 from cloud_phoenix.platform.stackspec import (
     child_env,
@@ -51,7 +52,12 @@ from cloud_phoenix.platform.stackspec import (
     gunicorn_spec,
     haproxy_spec,
 )
-from cloud_phoenix.platform.status import StackStatus, write_status
+from cloud_phoenix.platform.status import (
+    StackStatus,
+    children_status,
+    workers_status,
+    write_status,
+)
 from cloud_phoenix.store import Event, LogStore, open_store
 
 log = logging.getLogger(__name__)
@@ -104,32 +110,17 @@ class Supervisor:
         self.metrics_dir = s.run_dir / "metrics"
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # figures of a previous run
         self.metrics_dir.mkdir()
-        self.edge = listen(s.host, s.port, "edge")
-        self.backend = listen("127.0.0.1", 0, "workers")
-        backend_port = self.backend.getsockname()[1]
-        self.edge_config = haproxy.EdgeConfig(
-            edge_fd=self.edge.fileno(),
-            backend=f"127.0.0.1:{backend_port}",
-            stats_socket=s.run_dir.resolve() / "haproxy.sock",
-            hard_stop_after=f"{s.graceful_timeout:g}s",
-            served_by=f"phoenix-edge-{os.getpid()}",
-        )
-        self.haproxy_cfg = s.run_dir / "haproxy.cfg"
-        self.haproxy_cfg.write_text(haproxy.render(self.edge_config))
-        try:
-            haproxy.check_config(self.haproxy_bin, self.haproxy_cfg, pass_fds=(self.edge.fileno(),))
-        except haproxy.EdgeConfigError as exc:
-            raise CannotStart(
-                f"HAProxy refuses the rendered configuration: {exc}", exitcodes.CONFIG
-            ) from None
-        self.stats = EdgeStats(self.edge_config.stats_socket)
+        self.edge = open_edge(s, haproxy_bin)
+        self.stats = EdgeStats(self.edge.config.stats_socket)
         if self.store is None:
             self.store = self.events.store = open_store(s.db_url)
         self.env = child_env(s, self.metrics_dir)
         specs = [
             collector_spec(self.env, s.logs_dir / "collector.log"),
             self._gunicorn_spec(),
-            haproxy_spec(s, self.env, haproxy_bin, self.haproxy_cfg, self.edge.fileno()),
+            haproxy_spec(
+                s, self.env, haproxy_bin, self.edge.config_path, self.edge.public.fileno()
+            ),
         ]
         self.children = {spec.name: Child(spec) for spec in specs}
         try:
@@ -348,7 +339,7 @@ class Supervisor:
 
     def _gunicorn_spec(self, app: str | None = None) -> ChildSpec:
         settings = replace(self.settings, worker_app=app or self.worker_app)
-        return gunicorn_spec(settings, self.env, self.backend.fileno(), self.gunicorn_workers)
+        return gunicorn_spec(settings, self.env, self.edge.backend.fileno(), self.gunicorn_workers)
 
     def _record(self, event: Event) -> None:
         """The notifier's events sink (called from its thread): deque appends are atomic."""
@@ -367,23 +358,8 @@ class Supervisor:
         now = time.monotonic()
         status = self.status
         status.updated = format_time(datetime.now(UTC))
-        status.workers = {
-            "desired": self.scale.desired,
-            "running": len(self.worker_pids),
-            "pids": [
-                {"pid": pid, "uptime_s": round(now - since, 1)}
-                for pid, since in sorted(self.worker_pids.items())
-            ],
-        }
-        status.children = {
-            name: {
-                "pid": child.pid,
-                "running": child.running(),
-                "restarts": child.restarts,
-                "uptime_s": round(now - child.started_at, 1) if child.running() else 0.0,
-            }
-            for name, child in self.children.items()
-        }
+        status.workers = workers_status(self.scale.desired, self.worker_pids, now)
+        status.children = children_status(self.children, now)
         status.restarts = self.worker_restarts + sum(c.restarts for c in self.children.values())
         status.operations = {
             "cpu_peaks": self.cpu.peaks,
@@ -406,7 +382,7 @@ class Supervisor:
         self.stopping = True
         stop_accepting(self.settings.run_dir)
         self._write_status()
-        self.edge.close()  # new connections are refused from now on, not left in a backlog
+        self.edge.public.close()  # new connections are refused from now on, not left in a backlog
         grace = self.settings.graceful_timeout
         for name in ("haproxy", "gunicorn", "collector"):
             child = self.children.get(name)
@@ -415,7 +391,7 @@ class Supervisor:
                 log.info("%s stopped (%s)", name, code)
             if name == "gunicorn":
                 self.deployer.close(grace)  # a master being started or drained
-        self.backend.close()
+        self.edge.backend.close()
         self.backups.join(30)
         self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})
         self.notifier.close(5)
