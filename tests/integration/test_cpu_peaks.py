@@ -87,7 +87,7 @@ def test_a_generatecert_load_gives_one_start_and_one_end_notice(
     skip_if_host_busy(40.0)
     store = open_store(f"sqlite:///{serve.home / 'db' / 'phoenix.sqlite3'}")
     notifier = Notifier([receiver.url()], store.add_event, retry=RETRY)
-    # Two cores: RSA generation in serve's two key threads holds the host near 100 %.
+    # Two cores: RSA generation in serve's key maker (two threads) holds the host near 100 %.
     policy = CpuPolicy(threshold=70.0, peak_seconds=2.0, interval=0.5)
     watch = CpuWatch(
         policy,
