@@ -53,15 +53,6 @@ def make_idle(pid: int) -> list[str]:
     return problems
 
 
-def autogroup_nice(pid: int) -> int | None:
-    """The nice value of the autogroup of `pid` (None where the kernel has no autogroups)."""
-    try:
-        text = Path(f"/proc/{pid}/autogroup").read_text()  # "/autogroup-123 nice 19"
-    except FileNotFoundError:
-        return None
-    return int(text.split("nice")[1])
-
-
 def die_with_parent(signum: int) -> None:
     """Ask the kernel to send `signum` to this process when its parent thread exits (Linux
     PR_SET_PDEATHSIG), so that no child outlives the process that relies on it."""

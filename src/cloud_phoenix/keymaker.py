@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 from cloud_phoenix.certs import SpareKey, make_spare_parts
 from cloud_phoenix.childproc import die_with_parent, make_idle
+from cloud_phoenix.platform.children import restart_delay
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,14 @@ KEY_LENGTH = struct.Struct("!I")
 KIND_KEY = b"K"
 KIND_ERROR = b"E"
 MAX_FRAME = 1 << 20  # a key frame is about 4 KiB: anything larger is a broken child
-# After an exit of the child: at once, then 0.25 s doubling up to this, while it dies
-# again before handing out a key (a broken install must not be restarted in a hot loop).
+# After an exit of the child: at once, then 0.25 s doubling up to this (children.py's
+# restart_delay), while it dies again before handing out a key (a broken install must not
+# be restarted in a hot loop).
 MAX_RESTART_DELAY = 5.0
 
 
 class KeyMakerError(Exception):
     """The key maker could not make a key: its child failed, exited or could not start."""
-
-
-def restart_delay(failures: int) -> float:
-    """Seconds before starting the child again after `failures` exits in a row without a
-    key handed out: at once for the first, then 0.25 s doubling up to 5 s."""
-    if failures <= 1:
-        return 0.0
-    return min(MAX_RESTART_DELAY, 0.25 * 2.0 ** (failures - 2))
 
 
 class KeyMaker:
@@ -191,8 +185,8 @@ class KeyMaker:
             return
 
     def _exited(self, reason: str) -> None:
+        delay = restart_delay(self._failures, MAX_RESTART_DELAY)
         self._failures += 1
-        delay = restart_delay(self._failures)
         self._not_before = time.monotonic() + delay
         pending = sum(1 for f in self._pending if not f.done())
         log.error(

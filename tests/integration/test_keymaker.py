@@ -13,19 +13,30 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
-from cloud_phoenix.childproc import autogroup_nice
-from cloud_phoenix.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError, restart_delay
+from cloud_phoenix.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
+from cloud_phoenix.platform.children import restart_delay
 
 pytestmark = pytest.mark.integration
 
 
-def run(scenario: object) -> None:
-    asyncio.run(asyncio.wait_for(scenario, 60))  # type: ignore[arg-type]
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(scenario, 60))
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of the autogroup of `pid` (None where the kernel has no autogroups)."""
+    try:
+        text = Path(f"/proc/{pid}/autogroup").read_text()  # "/autogroup-123 nice 19"
+    except FileNotFoundError:
+        return None
+    return int(text.split("nice")[1])
 
 
 def test_keys_come_from_one_child_at_idle_priority_in_its_own_session() -> None:
@@ -96,8 +107,9 @@ def test_a_child_that_cannot_start_is_a_clear_error_and_is_not_restarted_in_a_ho
 
 
 def test_restart_delay_backs_off_to_a_bound() -> None:
-    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.0, 0.25, 0.5, 1.0]
-    assert restart_delay(40) == 5.0
+    """The key maker's restarts: the supervisor's backoff, with a lower bound."""
+    assert [restart_delay(n, MAX_RESTART_DELAY) for n in (0, 1, 2, 3)] == [0.0, 0.25, 0.5, 1.0]
+    assert restart_delay(40, MAX_RESTART_DELAY) == 5.0
 
 
 @pytest.mark.parametrize(

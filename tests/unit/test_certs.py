@@ -78,7 +78,7 @@ def test_pool_never_runs_more_generations_than_its_concurrency() -> None:
         try:
             waiter = asyncio.ensure_future(pool.take())
             await asyncio.sleep(0.1)
-            assert pool._inflight == 2
+            assert pool.in_flight == 2
         finally:
             for _ in range(20):
                 gen.gate.release()

@@ -53,7 +53,6 @@ class KeyPool(Generic[T]):
         self._on_change = on_change or (lambda _n: None)
         self._spares: deque[T] = deque()
         self._waiters: deque[asyncio.Future[T]] = deque()
-        self._inflight = 0
         self._demanded = False
         self._seconds_per_key = 0.1  # refined by every generation (moving average)
         self._making: set[asyncio.Task[None]] = set()
@@ -62,6 +61,12 @@ class KeyPool(Generic[T]):
     @property
     def spare_count(self) -> int:
         return len(self._spares)
+
+    @property
+    def in_flight(self) -> int:
+        """Generations under way (a finished one leaves the set before its result is used,
+        so that `_fill` may start the next)."""
+        return len(self._making)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -139,29 +144,25 @@ class KeyPool(Generic[T]):
             return
         live_waiters = sum(1 for w in self._waiters if not w.done())
         while (
-            self._inflight < self.concurrency
-            and len(self._spares) + self._inflight < self._target() + live_waiters
+            self.in_flight < self.concurrency
+            and len(self._spares) + self.in_flight < self._target() + live_waiters
         ):
-            self._inflight += 1
             task = self._loop.create_task(self._make_one())
             self._making.add(task)
-            task.add_done_callback(self._making.discard)
+            task.add_done_callback(self._making.discard)  # cancelled ones (stop) too
 
     async def _make_one(self) -> None:
         started = time.perf_counter()
         try:
             item = await self._make()
-        except asyncio.CancelledError:
-            self._inflight -= 1
-            raise
         except Exception as exc:
-            self._inflight -= 1
+            self._making.discard(asyncio.current_task())  # no longer in flight
             log.error("RSA key generation failed: %s", exc)
             self._fail_one(exc)
             if self._loop is not None:  # not at once: a maker that keeps failing is no
                 self._loop.call_later(RETRY_AFTER_FAILURE, self._fill)  # busy loop
             return
-        self._inflight -= 1
+        self._making.discard(asyncio.current_task())  # before _fill below counts
         seconds = time.perf_counter() - started
         self._seconds_per_key = 0.8 * self._seconds_per_key + 0.2 * seconds
         while self._waiters:

@@ -18,12 +18,12 @@ HEALTHY_AFTER = 60.0  # seconds up after which a child's restart backoff starts 
 MAX_BACKOFF = 10.0
 
 
-def restart_delay(consecutive_failures: int) -> float:
+def restart_delay(consecutive_failures: int, cap: float = MAX_BACKOFF) -> float:
     """How long to wait before restart number `consecutive_failures` (0-based) of a child
-    that has not stayed up a healthy minute: at once, then 0.25 s doubling up to 10 s."""
+    that has not stayed up a healthy minute: at once, then 0.25 s doubling up to `cap`."""
     if consecutive_failures <= 0:
         return 0.0
-    return min(MAX_BACKOFF, 0.25 * 2.0 ** (consecutive_failures - 1))
+    return min(cap, 0.25 * 2.0 ** (consecutive_failures - 1))
 
 
 @dataclass(frozen=True, slots=True)
