@@ -230,18 +230,23 @@ def test_tick_names_each_worker_even_when_names_repeat() -> None:
         def send(self, notice: Notice) -> None:
             notices.append(notice)
 
-    pairs = [("worker", os.getpid()), ("worker", os.getppid()), ("gone", 2**22 + 12345)]
-    watch = CpuWatch(CpuPolicy(threshold=1.0, peak_seconds=0.0), Sink(), stack_pids=lambda: pairs)
-    watch.tick()
-    burn(0.3)
-    watch.tick()
+    # Not the parent of pytest as a second worker: its other children (a pipe's reader when
+    # run as `pytest | tail`) would be counted as its helpers.
+    with subprocess.Popen(["sleep", "30"]) as other:
+        pairs = [("worker", os.getpid()), ("worker", other.pid), ("gone", 2**22 + 12345)]
+        policy = CpuPolicy(threshold=1.0, peak_seconds=0.0)
+        watch = CpuWatch(policy, Sink(), stack_pids=lambda: pairs)
+        watch.tick()
+        burn(0.3)
+        watch.tick()
+        other.kill()
     assert watch.last_sample is not None
     stack = [p for p in watch.last_sample.processes if p.stack]
-    assert sorted(p.pid for p in stack) == sorted([os.getpid(), os.getppid()])
+    assert sorted(p.pid for p in stack) == sorted([os.getpid(), other.pid])
     assert {p.name for p in stack} == {"worker"}
     # CPU was high: processes outside the stack were looked at too.
     assert all(
-        p.pid not in {os.getpid(), os.getppid()} for p in watch.last_sample.processes if not p.stack
+        p.pid not in {os.getpid(), other.pid} for p in watch.last_sample.processes if not p.stack
     )
 
 
