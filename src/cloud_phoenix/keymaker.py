@@ -16,8 +16,13 @@ Protocol, on the child's stdin and stdout:
 The child exits at EOF on stdin (the server closed it, or died) and, by PR_SET_PDEATHSIG,
 with its parent. A key crosses only this pipe: never a file, never a log.
 
-Run as `python -m cloud_phoenix.keymaker THREADS PARENT_PID` by `KeyMaker`; nothing here
-imports a web framework, so the child starts in a few tens of milliseconds.
+While it generates keys on every CPU, the child also runs a scheduling tick of its own
+(schedtick.py), so that a request the kernel puts behind a key thread waits at most about
+`tick` seconds instead of a kernel tick (4 ms at HZ=250).
+
+Run as `python -m cloud_phoenix.keymaker THREADS PARENT_PID TICK_MICROSECONDS` by
+`KeyMaker`; nothing here imports a web framework, so the child starts in a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from typing import BinaryIO
 
 from cloud_phoenix.certs import SpareKey, make_spare_parts
 from cloud_phoenix.childproc import die_with_parent, make_idle
 from cloud_phoenix.platform.children import restart_delay
+from cloud_phoenix.schedtick import SchedulingTick, ticking_cpus
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +68,13 @@ class KeyMaker:
     The child is started on the first request (a worker that never serves a certificate
     never starts one) with `threads` generator threads; a caller should keep at most
     `threads` requests outstanding (KeyPool's concurrency). If the child exits, the requests
-    it had fail with KeyMakerError and the next request starts a new one.
+    it had fail with KeyMakerError and the next request starts a new one. `tick`: the period
+    of the child's own scheduling tick in seconds (0: none).
     """
 
-    def __init__(self, threads: int, python: str = sys.executable) -> None:
+    def __init__(self, threads: int, tick: float = 0.0, python: str = sys.executable) -> None:
         self.threads = threads
+        self.tick = tick
         self.python = python
         self.starts = 0
         self._process: asyncio.subprocess.Process | None = None
@@ -125,6 +134,7 @@ class KeyMaker:
                     "cloud_phoenix.keymaker",
                     str(self.threads),
                     str(os.getpid()),
+                    str(round(self.tick * 1e6)),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     start_new_session=True,  # its own session: see the module docstring
@@ -217,16 +227,20 @@ def error_frame(message: str) -> bytes:
     return HEAD.pack(KIND_ERROR, len(payload)) + payload
 
 
-def serve_tickets(threads: int, tickets_fd: int, frames_out: BinaryIO) -> None:
+def serve_tickets(
+    threads: int, tickets_fd: int, frames_out: BinaryIO, tick: SchedulingTick | None
+) -> None:
     """The child's work: one key (or error) frame per byte read from `tickets_fd`, made by
-    `threads` threads, until EOF."""
+    `threads` threads, until EOF; `tick` runs while a key is being made."""
     tickets: queue.SimpleQueue[bool] = queue.SimpleQueue()
     write_lock = threading.Lock()
+    working = tick.busy if tick is not None else nullcontext
 
     def generate() -> None:
         while tickets.get():
             try:
-                frame = key_frame(*make_spare_parts())
+                with working():
+                    frame = key_frame(*make_spare_parts())
             except Exception as exc:  # reported to the server, which fails that request
                 frame = error_frame(f"key generation failed: {type(exc).__name__}: {exc}")
             with write_lock:
@@ -247,10 +261,12 @@ def serve_tickets(threads: int, tickets_fd: int, frames_out: BinaryIO) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not all(arg.isdigit() for arg in argv):
-        sys.stderr.write("usage: python -m cloud_phoenix.keymaker THREADS PARENT_PID\n")
+    if len(argv) != 3 or not all(arg.isdigit() for arg in argv):
+        sys.stderr.write(
+            "usage: python -m cloud_phoenix.keymaker THREADS PARENT_PID TICK_MICROSECONDS\n"
+        )
         return 64
-    threads, parent = int(argv[0]), int(argv[1])
+    threads, parent, tick_us = max(1, int(argv[0])), int(argv[1]), int(argv[2])
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect
         return 0
@@ -258,9 +274,18 @@ def main(argv: list[str]) -> int:
     # starts them.
     for problem in make_idle(os.getpid()):
         sys.stderr.write(f"key generator: CPU priority not fully lowered: {problem}\n")
-    serve_tickets(max(1, threads), sys.stdin.fileno(), sys.stdout.buffer)
+    tick = None
+    cpus = ticking_cpus(threads) if tick_us else []
+    if cpus:
+        tick = SchedulingTick(tick_us / 1e6, cpus, report)
+        tick.start()
+    serve_tickets(threads, sys.stdin.fileno(), sys.stdout.buffer, tick)
     # EOF: the server stopped asking. The keys being made are nobody's: do not wait for them.
     os._exit(0)
+
+
+def report(problem: str) -> None:
+    sys.stderr.write(f"key generator: {problem}\n")
 
 
 if __name__ == "__main__":

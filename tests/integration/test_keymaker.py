@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -22,6 +23,7 @@ from cryptography import x509
 
 from cloud_phoenix.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
 from cloud_phoenix.platform.children import restart_delay
+from cloud_phoenix.schedtick import ticking_cpus
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +155,7 @@ def child(*args: str) -> subprocess.Popen[bytes]:
 
 
 def test_the_child_answers_each_byte_with_a_key_and_exits_at_end_of_input() -> None:
-    process = child("2", str(os.getpid()))
+    process = child("2", str(os.getpid()), "0")
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(b"kk")
     process.stdin.flush()
@@ -168,7 +170,140 @@ def test_the_child_refuses_a_wrong_command_line_and_a_parent_already_gone() -> N
     wrong = child("two")
     _, err = wrong.communicate(timeout=10)
     assert wrong.returncode == 64 and b"usage" in err
-    orphan = child("1", "1")  # "its parent is pid 1": as if the server died before prctl
+    orphan = child("1", "1", "0")  # "its parent is pid 1": as if the server died before prctl
     orphan.stdin.write(b"k")  # type: ignore[union-attr]
     out, _ = orphan.communicate(timeout=10)
     assert orphan.returncode == 0 and out == b""  # made no key for nobody
+
+
+# --- the scheduling tick (schedtick.py) ---------------------------------------------------
+
+CPUS = sorted(os.sched_getaffinity(0))
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="real-time priority needs root (CAP_SYS_NICE) here"
+)
+
+
+def tick_threads(pid: int) -> dict[int, tuple[set[int], int]]:
+    """The SCHED_FIFO threads of `pid`: thread id -> (CPUs it may run on, voluntary context
+    switches so far; a tick thread makes one per wake-up)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(task.name)
+        if os.sched_getscheduler(tid) != os.SCHED_FIFO:
+            continue
+        assert os.sched_getparam(tid).sched_priority == 1  # the lowest real-time priority
+        status = (task / "status").read_text()
+        switches = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        found[tid] = (os.sched_getaffinity(tid), switches)
+    return found
+
+
+def wake_ups(pids: list[int], seconds: float) -> list[dict[int, int]]:
+    """For each of `pids`, per CPU, how often its tick thread for that CPU woke up in the
+    next `seconds` (all measured over the same time)."""
+    before = [tick_threads(pid) for pid in pids]
+    time.sleep(seconds)
+    after = [tick_threads(pid) for pid in pids]
+    return [
+        {min(cpus): now[tid][1] - switches for tid, (cpus, switches) in then.items()}
+        for then, now in zip(before, after, strict=True)
+    ]
+
+
+class Busy:
+    """A key maker child with `keys` tickets, its output drained by a thread so that it
+    never blocks on a full pipe."""
+
+    def __init__(self, keys: int, tick_us: int = 1000, *prefix: str) -> None:
+        self.keys = keys
+        arguments = [str(len(CPUS)), str(os.getpid()), str(tick_us)]
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "cloud_phoenix.keymaker", *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # as KeyMaker starts it
+        )
+        self.made = 0
+        self._drain = threading.Thread(target=self._read)
+
+    def _read(self) -> None:
+        out = self.process.stdout
+        assert out is not None
+        while self.made < self.keys and len(head := out.read(HEAD.size)) == HEAD.size:
+            kind, length = HEAD.unpack(head)
+            assert kind == KIND_KEY and len(out.read(length)) == length
+            self.made += 1
+
+    def start(self) -> Busy:
+        self._drain.start()
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"k" * self.keys)
+        self.process.stdin.flush()
+        return self
+
+    def drained(self, timeout: float) -> None:
+        self._drain.join(timeout)
+        assert self.made == self.keys
+
+    def finish(self) -> str:
+        """Wait for every key, end the child; its standard error."""
+        self.drained(60)
+        _, err = self.process.communicate(timeout=10)
+        assert self.process.returncode == 0
+        return err.decode()
+
+
+@needs_root
+def test_the_child_ticks_every_cpu_at_real_time_priority_only_while_it_makes_keys() -> None:
+    busy = Busy(25 * len(CPUS)).start()  # about a second of keys on every CPU
+    try:
+        time.sleep(0.2)
+        (ticks,) = wake_ups([busy.process.pid], 0.3)
+        assert sorted(ticks) == CPUS  # one tick thread per CPU, pinned to it
+        assert all(count >= 100 for count in ticks.values()), ticks  # ~280 at 1 ms
+        busy.drained(60)  # every key made: idle now
+        time.sleep(0.1)
+        (idle,) = wake_ups([busy.process.pid], 0.3)
+        assert all(count <= 2 for count in idle.values()), idle
+    finally:
+        err = busy.finish()
+    assert "tick" not in err
+
+
+@needs_root
+def test_one_tick_per_cpu_for_the_whole_host_however_many_key_makers() -> None:
+    makers = [Busy(25 * len(CPUS)).start() for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        ticks = wake_ups([maker.process.pid for maker in makers], 0.3)
+    finally:
+        for maker in makers:
+            maker.finish()
+    for cpu in CPUS:
+        together = sum(counts.get(cpu, 0) for counts in ticks)
+        # One tick thread wakes at most 300 times in 0.3 s at 1 ms; two would be ~560. The
+        # one without the claim looks at it every 0.1 s.
+        assert 100 <= together <= 320, (cpu, ticks)
+
+
+def test_without_real_time_priority_the_child_says_so_once_and_makes_keys() -> None:
+    # setpriv drops CAP_SYS_NICE; RLIMIT_RTPRIO is 0 by default: SCHED_FIFO is refused.
+    busy = Busy(2 * len(CPUS), 1000, "setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice")
+    busy.start()
+    time.sleep(0.3)
+    assert tick_threads(busy.process.pid) == {}
+    err = busy.finish()
+    assert err.count("no scheduling tick of its own") == 1, err
+    assert "CAP_SYS_NICE" in err
+
+
+def test_no_tick_when_a_cpu_stays_free_of_key_threads_or_when_it_is_off() -> None:
+    assert ticking_cpus(len(CPUS)) == CPUS
+    if len(CPUS) > 1:
+        assert ticking_cpus(len(CPUS) - 1) == []
+    busy = Busy(2 * len(CPUS), 0).start()  # tick period 0: off
+    time.sleep(0.3)
+    assert tick_threads(busy.process.pid) == {}
+    assert busy.finish() == ""

@@ -32,6 +32,9 @@ def test_db_connection_string_is_taken_as_given() -> None:
         ("PORT", "70000", "0 to 65535"),
         ("PHOENIX_CERT_POOL", "-1", "PHOENIX_CERT_POOL"),
         ("PHOENIX_CERT_MAX_WAIT", "0", "out of range"),
+        ("PHOENIX_CERT_TICK_MS", "0.05", "0 \\(no tick\\) or 0.1 to 100"),
+        ("PHOENIX_CERT_TICK_MS", "101", "out of range"),
+        ("PHOENIX_CERT_TICK_MS", "-1", "out of range"),
         ("PHOENIX_MIN_WORKERS", "0", "PHOENIX_MIN_WORKERS"),
         ("PHOENIX_ACCESS_LOG", "maybe", "true or false"),
         ("PHOENIX_SCALE_RPS", "fast", "a number"),
@@ -42,6 +45,12 @@ def test_db_connection_string_is_taken_as_given() -> None:
 def test_invalid_values_name_the_variable(name: str, value: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         Settings.from_env({name: value})
+
+
+def test_the_key_makers_tick_is_read_in_milliseconds_and_zero_turns_it_off() -> None:
+    assert Settings.from_env({}).cert_tick == 0.001
+    assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0.5"}).cert_tick == 0.0005
+    assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0"}).cert_tick == 0.0
 
 
 def test_blank_values_mean_the_default() -> None:

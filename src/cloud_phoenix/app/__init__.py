@@ -38,7 +38,7 @@ def build_runtime(settings: Settings, store: LogStore | None = None) -> Runtime:
     """The parts one serving process needs, not yet started."""
     metrics = Metrics(settings.metrics_dir)
     store = store if store is not None else open_store(settings.db_url)
-    keymaker = KeyMaker(settings.cert_concurrency)
+    keymaker = KeyMaker(settings.cert_concurrency, settings.cert_tick)
     return Runtime(
         settings=settings,
         store=store,
