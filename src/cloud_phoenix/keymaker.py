@@ -260,6 +260,10 @@ def serve_tickets(
         tickets.put(False)
 
 
+def report(problem: str) -> None:
+    sys.stderr.write(f"key generator: {problem}\n")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or not all(arg.isdigit() for arg in argv):
         sys.stderr.write(
@@ -270,22 +274,21 @@ def main(argv: list[str]) -> int:
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect
         return 0
-    # Before any thread starts: threads inherit the scheduling policy of the one that
-    # starts them.
-    for problem in make_idle(os.getpid()):
-        sys.stderr.write(f"key generator: CPU priority not fully lowered: {problem}\n")
+    # The tick's threads start at normal priority, before the process is made idle: leaving
+    # SCHED_IDLE for SCHED_FIFO takes CAP_SYS_NICE, leaving SCHED_OTHER only an RLIMIT_RTPRIO
+    # of 1 (systemd's LimitRTPRIO=1, docker's --ulimit rtprio=1).
     tick = None
     cpus = ticking_cpus(threads) if tick_us else []
     if cpus:
         tick = SchedulingTick(tick_us / 1e6, cpus, report)
         tick.start()
+    # Before the key threads start: threads inherit the scheduling policy of the one that
+    # starts them (make_idle sets this, the main, thread's).
+    for problem in make_idle(os.getpid()):
+        report(f"CPU priority not fully lowered: {problem}")
     serve_tickets(threads, sys.stdin.fileno(), sys.stdout.buffer, tick)
     # EOF: the server stopped asking. The keys being made are nobody's: do not wait for them.
     os._exit(0)
-
-
-def report(problem: str) -> None:
-    sys.stderr.write(f"key generator: {problem}\n")
 
 
 if __name__ == "__main__":

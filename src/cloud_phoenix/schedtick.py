@@ -11,7 +11,9 @@ What: while work is marked busy, one thread per CPU, pinned to it at the lowest 
 priority (SCHED_FIFO 1), wakes every `period` and sleeps again at once. A real-time wake-up
 preempts the key thread; when the tick thread sleeps, the kernel picks again, and the
 waiting normal task (eligible again by then) runs. The wait is bounded by `period` instead
-of the kernel's tick. Idle, the threads block on an event and cost nothing.
+of the kernel's tick. Idle, the threads block on an event and cost nothing. Measured on 2
+vCPUs with /generatecert saturated: GET / p99 1.9-2.2 ms against 4.5-5.1 ms without it
+(idle: 1.4-1.6 ms); key generation a few per cent slower at 1 ms, 5-8 % at 0.5 ms.
 
 One tick per CPU is enough for the whole host: several key makers (one per worker) would
 otherwise multiply the wake-ups. A tick thread ticks only while it holds its CPU's claim, an
