@@ -9,12 +9,16 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from cloud_phoenix.app.ops import next_backup
+from cloud_phoenix.config import Settings
+from cloud_phoenix.platform.backup.runner import run_backup
 from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
 from tests.fixtures.server import PhoenixProcess, running_stack
 
@@ -156,14 +160,10 @@ def test_ops_data_reads_the_status_and_backups_defensively(
     phoenix_server: PhoenixProcess,
 ) -> None:
     home = phoenix_server.home
-    backups = home / "backups"
-    backups.mkdir(exist_ok=True)
-    (backups / "20250101T030000Z.manifest.json").write_text(
-        '{"created_at": "2025-01-01T03:00:00Z"}'
-    )
-    newer = backups / "20250102T030000Z.manifest.json"
-    newer.write_text("{not json")  # half written, or another format: skipped, never a 500
-    os.utime(newer, (time.time() + 5, time.time() + 5))
+    # A real backup of the server's database, then a newer one whose manifest is damaged
+    # (half written, or another format): not good, so not the last backup; never a 500.
+    made = run_backup(Settings.from_env({"PHOENIX_HOME": str(home)}))
+    (home / "backups" / "phoenix-20990102T030000Z.manifest.json").write_text("{not json")
     run = home / "run"
     run.mkdir(exist_ok=True)
     # A status file as the supervisor writes it, with junk where another version might differ;
@@ -202,7 +202,7 @@ def test_ops_data_reads_the_status_and_backups_defensively(
         "scaled_out",
     ]
     assert data["cpu_peaks"]["count"] == 1 and data["cpu_peaks"]["active"] is True
-    assert data["backups"]["last"] == "2025-01-01T03:00:00.000000Z"
+    assert data["backups"]["last"] == made.manifest.created_at
     assert data["backups"]["next"] is not None
 
     # The file a supervisor killed with -9 leaves behind is not a running stack.
@@ -220,3 +220,13 @@ def test_ops_data_reads_the_status_and_backups_defensively(
     assert data["restarts"] is None
     (run / "status.json").write_text("{")
     assert httpx.get(phoenix_server.url + "/ops/data", timeout=5).status_code == 200
+
+
+def test_next_backup_is_the_next_local_clock_time_with_its_offset() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    text = next_backup("03:00", now)
+    assert text is not None
+    moment = datetime.fromisoformat(text)
+    assert now < moment <= now + timedelta(days=1)
+    assert moment.astimezone().strftime("%H:%M") == "03:00"
+    assert next_backup("25:00", now) is None  # never raised into the page

@@ -7,36 +7,31 @@ once a second, so it reads no database and never raises: what is missing is null
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from cloud_phoenix.app.cpushare import CpuSamples
 from cloud_phoenix.app.requestlog import worker_id
 from cloud_phoenix.app.routes import runtime
 from cloud_phoenix.journal import format_time
+from cloud_phoenix.platform.backup.catalog import scan
+from cloud_phoenix.platform.backup.schedule import next_run
 from cloud_phoenix.platform.status import read_status, supervisor_alive
 
 log = logging.getLogger(__name__)
+_SAMPLES = CpuSamples()  # per serving process: psutil measures between two calls
 
 RECENT_EVENTS = 20
 CPU_PEAK_PREFIX = "cpu_peak_"
-MANIFEST_GLOB = "*.manifest.json"
-# More processes than PHOENIX_MAX_WORKERS allows (64): the cache can never grow without bound.
-PROCESS_CACHE_MAX = 64
-# CPU time is counted in clock ticks (10 ms): over shorter spans than this a share is noise.
-MIN_SAMPLE_S = 0.5
 
 router = APIRouter()
 
@@ -153,7 +148,7 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
     ]
     events = _events(status.get("events") if status else None)
     peaks = [e for e in events if e.kind.startswith(CPU_PEAK_PREFIX)]
-    last_backup = newest_backup(backups_dir)
+    newest = last_backup(backups_dir)
     if status is None:
         return OpsData(
             time=format_time(now),
@@ -167,7 +162,7 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
             scale_events=None,
             cpu_peaks=CpuPeaks(count=None, active=False, recent=[]),
             events=[],
-            backups=Backups(last=last_backup, next=None, at=backup_at),
+            backups=Backups(last=newest, next=None, at=backup_at),
         )
     workers = status.get("workers")
     workers = workers if isinstance(workers, dict) else {}
@@ -200,63 +195,8 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
             recent=peaks,
         ),
         events=events,
-        backups=Backups(last=last_backup, next=next_backup(backup_at, now), at=backup_at),
+        backups=Backups(last=newest, next=next_backup(backup_at, now), at=backup_at),
     )
-
-
-# -- CPU samples --------------------------------------------------------------------------
-
-
-@dataclass
-class _Sample:
-    taken: float  # time.monotonic()
-    value: float | None = None  # None: only the starting point of the next measure
-
-
-@dataclass
-class _CpuSamples:
-    """psutil measures CPU between two calls: the previous call's state lives here, per
-    serving process, and is reused for calls closer together than MIN_SAMPLE_S (several
-    open pages). Requests run in a thread pool, hence the lock."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    host: _Sample | None = None
-    processes: dict[int, tuple[psutil.Process, _Sample]] = field(default_factory=dict)
-
-    def host_cpu(self, now: float) -> float | None:
-        if self.host is None:
-            psutil.cpu_percent(interval=None)  # the first call has nothing to compare with
-            self.host = _Sample(now)
-        elif now - self.host.taken >= MIN_SAMPLE_S:
-            self.host = _Sample(now, round(psutil.cpu_percent(interval=None), 1))
-        return self.host.value
-
-    def process_cpu(self, pids: list[int], cpus: int, now: float) -> dict[int, float | None]:
-        """Each pid's CPU as a share of the host; the processes not asked about are forgotten."""
-        shares: dict[int, float | None] = {}
-        for pid in pids[:PROCESS_CACHE_MAX]:
-            entry = self.processes.get(pid)
-            try:
-                # is_running() also compares the start time: a reused pid is a new process.
-                if entry is None or not entry[0].is_running():
-                    process = psutil.Process(pid)
-                    process.cpu_percent(interval=None)
-                    entry = (process, _Sample(now))
-                elif now - entry[1].taken >= MIN_SAMPLE_S:
-                    share = entry[0].cpu_percent(interval=None) / cpus
-                    entry = (entry[0], _Sample(now, round(min(share, 100.0), 1)))
-            except psutil.Error:  # gone, or not ours to look at
-                self.processes.pop(pid, None)
-                shares[pid] = None
-                continue
-            self.processes[pid] = entry
-            shares[pid] = entry[1].value
-        for gone in set(self.processes) - set(shares):
-            del self.processes[gone]
-        return shares
-
-
-_SAMPLES = _CpuSamples()
 
 
 # -- status file --------------------------------------------------------------------------
@@ -312,64 +252,17 @@ def _events(raw: object) -> list[OpsEvent]:
 # -- backups ------------------------------------------------------------------------------
 
 
-def newest_backup(backups_dir: Path) -> str | None:
-    """created_at (UTC, format_time) of the newest readable manifest, or None."""
-    try:
-        found = []
-        for path in backups_dir.glob(MANIFEST_GLOB):
-            try:
-                found.append((path.stat().st_mtime_ns, path))
-            except OSError:  # pruned meanwhile
-                continue
-    except OSError:
-        return None
-    newest: datetime | None = None
-    for _, path in sorted(found, reverse=True)[:5]:
-        created = _manifest_time(path)
-        if created is not None and (newest is None or created > newest):
-            newest = created
-    return format_time(newest) if newest is not None else None
-
-
-def _manifest_time(path: Path) -> datetime | None:
-    key = (str(path), _mtime(path))
-    if key in _MANIFEST_TIMES:
-        return _MANIFEST_TIMES[key]
-    created: datetime | None
-    try:
-        stamp = datetime.fromisoformat(json.loads(path.read_text())["created_at"])
-    except (OSError, ValueError, TypeError, KeyError):
-        created = None
-    else:
-        created = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-    if len(_MANIFEST_TIMES) >= PROCESS_CACHE_MAX:
-        _MANIFEST_TIMES.clear()
-    _MANIFEST_TIMES[key] = created
-    return created
-
-
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return -1
-
-
-# A manifest is written once; reading it again every second for every page is waste.
-_MANIFEST_TIMES: dict[tuple[str, int], datetime | None] = {}
+def last_backup(backups_dir: Path) -> str | None:
+    """When the newest good backup was made (as /metrics counts it), or None."""
+    good = [entry.created_at for entry in scan(backups_dir) if entry.good]
+    return format_time(max(good)) if good else None
 
 
 def next_backup(backup_at: str, now: datetime) -> str | None:
-    """The next `backup_at` (HH:MM, local time) after `now`, ISO 8601 with the local offset."""
+    """The next daily backup after `now`, ISO 8601 with the offset in force on that day."""
     try:
-        hours, minutes = (int(part) for part in backup_at.split(":"))
-        local_now = now.astimezone().replace(tzinfo=None)
-        # Naive local wall-clock time, then astimezone(): the offset is the one in force on
-        # that day, so a daylight-saving change between now and then is counted.
-        at = local_now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-        if at <= local_now:
-            at += timedelta(days=1)
-        return at.astimezone().isoformat(timespec="seconds")
+        local = next_run(now.astimezone().replace(tzinfo=None), backup_at)
+        return local.astimezone().isoformat(timespec="seconds")
     except (ValueError, OverflowError):
         return None
 
