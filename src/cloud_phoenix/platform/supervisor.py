@@ -46,6 +46,7 @@ from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.eventlog import EventLog
 from cloud_phoenix.platform.host import lock_home, prepare_home
 from cloud_phoenix.platform.notify import Notifier
+from cloud_phoenix.platform.roster import WorkerRoster
 from cloud_phoenix.platform.stackspec import (
     child_env,
     collector_spec,
@@ -82,10 +83,7 @@ class Supervisor:
         self.signals: deque[int] = deque()
         self.children: dict[str, Child] = {}
         self.events = EventLog(store)
-        self.worker_pids: dict[int, float] = {}
-        self.retiring = 0
-        self.worker_restarts = 0
-        self.below_since: float | None = None
+        self.workers = WorkerRoster()
         self.started = format_time(datetime.now(UTC))
         self.status = StackStatus(os.getpid(), settings.port, self.started)
         self.stopping = False
@@ -136,7 +134,7 @@ class Supervisor:
             self.notifier,
             stack_pids=self._stack_pids,
             endpoints=lambda since: busiest_endpoints(s.journal_dir, since),
-            workers=lambda: len(self.worker_pids),
+            workers=lambda: len(self.workers.started),
         )
         # A master being stopped gets gunicorn's grace for its workers, then a little more.
         self.deployer = Deployer(s.run_dir, s.graceful_timeout + 5, self.event)
@@ -237,38 +235,23 @@ class Supervisor:
             if child.process is None and now >= child.next_start:
                 if name == "gunicorn":
                     child.spec = self._gunicorn_spec()  # with the count desired now
-                    self.worker_pids.clear()
-                    self.retiring = 0
+                    self.workers.replace([], now)
                 child.start(now)
 
     def _watch_workers(self, now: float) -> None:
         master = self.children["gunicorn"]
-        pids: set[int] = set()
-        if master.running() and master.pid is not None:
-            try:
-                pids = {p.pid for p in psutil.Process(master.pid).children()}
-            except psutil.Error:
-                pids = set()
-        for gone in set(self.worker_pids) - pids:
-            del self.worker_pids[gone]
-            if self.retiring > 0:
-                self.retiring -= 1
-            elif master.running():
-                self.worker_restarts += 1
-                self.event(
-                    "worker_restarted", f"worker {gone} died; gunicorn replaces it", {"pid": gone}
-                )
-        for new in pids - set(self.worker_pids):
-            self.worker_pids[new] = now
-        running = len(pids)
-        if running < self.scale.desired:
-            self.below_since = self.below_since if self.below_since is not None else now
-        elif self.below_since is not None:
-            below = round(now - self.below_since, 3)
+        running = master.running()
+        pids = set(worker_pids(master.pid)) if running else set()
+        change = self.workers.update(pids, running, self.scale.desired, now)
+        for gone in change.died:
+            self.event(
+                "worker_restarted", f"worker {gone} died; gunicorn replaces it", {"pid": gone}
+            )
+        below = change.ended_below_desired_s
+        if below is not None:
             self.status.longest_below_desired_s = max(self.status.longest_below_desired_s, below)
             self.status.below_desired.append((format_time(datetime.now(UTC)), below))
             del self.status.below_desired[:-100]
-            self.below_since = None
 
     def _autoscale(self, now: float) -> None:
         try:
@@ -295,7 +278,7 @@ class Supervisor:
         elif self.gunicorn_workers > self.scale.desired:
             master.signal(signal.SIGTTOU)
             self.gunicorn_workers -= 1
-            self.retiring += 1
+            self.workers.retire()
 
     # -- deploys ----------------------------------------------------------------------------
 
@@ -322,13 +305,7 @@ class Supervisor:
         self.children["gunicorn"] = new
         self.worker_app = plan.app
         self.gunicorn_workers = plan.workers
-        self.retiring = 0
-        now = time.monotonic()
-        try:
-            pids = [p.pid for p in psutil.Process(new.pid or 0).children()]
-        except psutil.Error:
-            pids = []
-        self.worker_pids = {pid: now for pid in pids}
+        self.workers.replace(worker_pids(new.pid), time.monotonic())
         return old if old.running() else None
 
     # -- events and status ------------------------------------------------------------------
@@ -352,15 +329,15 @@ class Supervisor:
     def _stack_pids(self) -> list[tuple[str, int]]:
         pids = [(name, child.pid) for name, child in self.children.items() if child.pid]
         pids += self.deployer.processes()
-        return [*pids, *(("worker", pid) for pid in self.worker_pids)]
+        return [*pids, *(("worker", pid) for pid in self.workers.started)]
 
     def _write_status(self) -> None:
         now = time.monotonic()
         status = self.status
         status.updated = format_time(datetime.now(UTC))
-        status.workers = workers_status(self.scale.desired, self.worker_pids, now)
+        status.workers = workers_status(self.scale.desired, self.workers.started, now)
         status.children = children_status(self.children, now)
-        status.restarts = self.worker_restarts + sum(c.restarts for c in self.children.values())
+        status.restarts = self.workers.deaths + sum(c.restarts for c in self.children.values())
         status.operations = {
             "cpu_peaks": self.cpu.peaks,
             "cpu_in_peak": self.cpu.in_peak,
@@ -399,6 +376,14 @@ class Supervisor:
         if self.store is not None:
             self.store.close()
         (self.settings.run_dir / "status.json").unlink(missing_ok=True)
+
+
+def worker_pids(master: int | None) -> list[int]:
+    """The workers of a gunicorn master: its children (none if it is gone)."""
+    try:
+        return [p.pid for p in psutil.Process(master).children()] if master else []
+    except psutil.Error:
+        return []
 
 
 def log_to_file(settings: Settings) -> None:
