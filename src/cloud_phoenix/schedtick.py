@@ -18,7 +18,8 @@ vCPUs with /generatecert saturated: GET / p99 1.9-2.2 ms against 4.5-5.1 ms with
 One tick per CPU is enough for the whole host: several key makers (one per worker) would
 otherwise multiply the wake-ups. A tick thread ticks only while it holds its CPU's claim, an
 abstract unix socket name (`\\0cloud-phoenix/tick/cpu<N>`, gone with its process, no file
-to clean up); a tick thread that finds the name taken looks again every CLAIM_RETRY.
+to clean up; one per network namespace, so containers with their own each tick); a tick
+thread that finds the name taken looks again every CLAIM_RETRY.
 
 Real-time priority needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least 1; without either the
 tick is reported once and left off (the key threads still run at idle priority).
