@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
@@ -31,7 +31,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.journal import JournalEntry
 from cloud_phoenix.store.base import (
     RECORD_FIELDS,
     Event,
@@ -42,7 +42,17 @@ from cloud_phoenix.store.base import (
     StoreUnavailable,
     check_events_limit,
     prepare_event,
-    redact_url,
+)
+from cloud_phoenix.store.mongodocs import (
+    DUPLICATE_KEY,
+    Document,
+    error_detail,
+    event_from,
+    log_row,
+    mongo_filter,
+    password_forms,
+    record_document,
+    server_target,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +71,6 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "appName": "cloud-phoenix",
 }
 
-_DUPLICATE_KEY = 11000
 _NAMESPACE_EXISTS = 48
 _AUTH_CODES = frozenset({11, 13, 18})  # UserNotFound, Unauthorized, AuthenticationFailed
 _TRANSACTION_ATTEMPTS = 3
@@ -79,30 +88,6 @@ _EVENT_INDEXES = [
 ]
 _EVENT_FIELDS = {"_id": 0, "time": 1, "kind": 1, "message": 1, "data": 1}
 
-Document = dict[str, Any]
-
-
-def mongo_filter(query: LogQuery) -> Document:
-    """The `find` filter for `query`: the same conditions as the SQL stores' WHERE clause."""
-    found: Document = {}
-    if query.status is not None:
-        found["status"] = query.status
-    if query.path is not None:
-        found["path"] = query.path
-    span: Document = {}
-    if query.since is not None:
-        span["$gte"] = query.since
-    if query.until is not None:
-        span["$lt"] = query.until
-    if span:
-        found["time"] = span
-    if query.before is not None:
-        found["$or"] = [
-            {"time": {"$lt": query.before.time}},
-            {"time": query.before.time, "_id": {"$lt": query.before.pos}},
-        ]
-    return found
-
 
 class MongoStore:
     """Records in MongoDB (standalone, replica set or sharded); positions beside them."""
@@ -110,8 +95,8 @@ class MongoStore:
     backend = "mongodb"
 
     def __init__(self, url: str) -> None:
-        self.target = _target(url)
-        self._secrets = _secrets(url)
+        self.target = server_target(url)
+        self._secrets = password_forms(url)
         given = {key.lower() for key, _ in parse_qsl(url.partition("?")[2])}
         options = {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
         try:
@@ -122,7 +107,7 @@ class MongoStore:
             database = self._client.get_default_database(DEFAULT_DATABASE)
         except (PyMongoError, ValueError) as exc:  # pymongo raises ValueError for bad ports
             raise StoreError(
-                f"invalid MongoDB URL for {self.target}: {self._scrub(_detail(exc))}"
+                f"invalid MongoDB URL for {self.target}: {self._scrub(error_detail(exc))}"
             ) from None
         self._logs: Collection[Document] = database[LOGS]
         self._positions: Collection[Document] = database[POSITIONS]
@@ -158,7 +143,7 @@ class MongoStore:
             }
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
-        documents = [_document(entry) for entry in entries]
+        documents = [record_document(entry) for entry in entries]
         with self._errors(f"commit {file} bytes {start}..{end}"):
             if self._supports_transactions():
                 return self._commit_in_transaction(file, start, end, documents)
@@ -172,7 +157,7 @@ class MongoStore:
             found = self._logs.find(
                 mongo_filter(query), fields, sort=_ORDER, limit=max(query.limit, 0)
             )
-            return [_row(doc) for doc in found]
+            return [log_row(doc) for doc in found]
 
     def count(self) -> int:
         """The collection's record count from its metadata (O(1)).
@@ -212,7 +197,7 @@ class MongoStore:
             found["time"] = {"$gte": since}
         with self._errors("read the events"):
             documents = list(self._events.find(found, _EVENT_FIELDS, sort=_ORDER, limit=limit))
-        return [_event(doc) for doc in documents]
+        return [event_from(doc) for doc in documents]
 
     def close(self) -> None:
         self._client.close()
@@ -305,7 +290,7 @@ class MongoStore:
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if exc.details.get("writeConcernErrors") or any(
-                error.get("code") != _DUPLICATE_KEY for error in errors
+                error.get("code") != DUPLICATE_KEY for error in errors
             ):
                 raise
             return int(exc.details.get("nInserted", 0))
@@ -330,7 +315,7 @@ class MongoStore:
         try:
             yield
         except PyMongoError as exc:
-            detail = self._scrub(_detail(exc))
+            detail = self._scrub(error_detail(exc))
             if isinstance(exc, OperationFailure) and exc.code in _AUTH_CODES:
                 raise StoreUnavailable(
                     f"MongoDB at {self.target} refused to {doing}: {detail}; check the user, "
@@ -349,83 +334,3 @@ class MongoStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-def _document(entry: JournalEntry) -> Document:
-    # `time` stays the journal's fixed-width ISO string: it sorts as the time it names,
-    # compares with `since`/`until`/cursors as in the SQL stores, and keeps the
-    # microseconds that a BSON date (milliseconds) would lose.
-    return {"_id": entry.pos, **{name: getattr(entry.record, name) for name in RECORD_FIELDS}}
-
-
-def _row(doc: Mapping[str, Any]) -> LogRow:
-    try:
-        record = AccessRecord(
-            time=str(doc["time"]),
-            method=str(doc["method"]),
-            path=str(doc["path"]),
-            query=str(doc["query"]),
-            status=int(doc["status"]),
-            bytes=int(doc["bytes"]),
-            duration_ms=float(doc["duration_ms"]),
-            remote_addr=str(doc["remote_addr"]),
-            user_agent=str(doc["user_agent"]),
-            referrer=str(doc["referrer"]),
-            worker=str(doc["worker"]),
-            request_id=str(doc["request_id"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StoreError(
-            f"logs document {doc.get('_id')!r} is not an access record: {exc!r}"
-        ) from None
-    return LogRow(str(doc["_id"]), record)
-
-
-def _event(doc: Mapping[str, Any]) -> Event:
-    data = doc.get("data")
-    if not isinstance(data, dict) or not isinstance(doc.get("time"), str):
-        raise StoreError(f"events document {doc!r:.200} is not an event")
-    return Event(doc["time"], str(doc.get("kind", "")), str(doc.get("message", "")), _plain(data))
-
-
-def _plain(value: Any) -> Any:
-    """`value` with BSON's Int64 as int: the data comes back as the types it went in as."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
-    return value
-
-
-def _detail(exc: Exception) -> str:
-    """The useful part of a pymongo message (not the topology dump or the raw reply)."""
-    if isinstance(exc, BulkWriteError):
-        errors = [*exc.details.get("writeErrors", []), *exc.details.get("writeConcernErrors", [])]
-        # A duplicate is never why a batch failed (they are ignored): name the other error.
-        errors.sort(key=lambda error: error.get("code") == _DUPLICATE_KEY)
-        if errors:
-            return str(errors[0].get("errmsg", exc))
-    text = str(exc)
-    for noise in (", Topology Description:", ", full error:"):
-        text = text.partition(noise)[0]
-    return text
-
-
-def _target(url: str) -> str:
-    """scheme://host[:port][,host...] without credentials, path or options."""
-    try:
-        return redact_url(url)
-    except ValueError:
-        # redact_url reads one host:port; a replica set's seed list names several.
-        scheme, _, rest = url.partition("://")
-        hosts = rest.partition("?")[0].rpartition("@")[2].partition("/")[0]
-        return f"{scheme}://{hosts}"
-
-
-def _secrets(url: str) -> set[str]:
-    """The URL's password, as written and decoded: text no message may contain."""
-    userinfo = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
-    password = userinfo.partition(":")[2]
-    return {secret for secret in (password, unquote(password)) if secret}

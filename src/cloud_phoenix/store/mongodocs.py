@@ -1,0 +1,129 @@
+"""What the MongoDB store writes and reads, as pure functions: a record's document (keyed by
+its journal position) and back, an event back from its document, the `find` filter of a
+page, and error messages that name the servers but never the credentials.
+
+Apart from mongodb.py so that they are tested where no MongoDB server runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from pymongo.errors import BulkWriteError
+
+from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.store.base import (
+    RECORD_FIELDS,
+    Event,
+    LogQuery,
+    LogRow,
+    StoreError,
+    redact_url,
+)
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000  # MongoDB's error code for a second document with the same _id
+
+
+def mongo_filter(query: LogQuery) -> Document:
+    """The `find` filter for `query`: the same conditions as the SQL stores' WHERE clause."""
+    found: Document = {}
+    if query.status is not None:
+        found["status"] = query.status
+    if query.path is not None:
+        found["path"] = query.path
+    span: Document = {}
+    if query.since is not None:
+        span["$gte"] = query.since
+    if query.until is not None:
+        span["$lt"] = query.until
+    if span:
+        found["time"] = span
+    if query.before is not None:
+        found["$or"] = [
+            {"time": {"$lt": query.before.time}},
+            {"time": query.before.time, "_id": {"$lt": query.before.pos}},
+        ]
+    return found
+
+
+def record_document(entry: JournalEntry) -> Document:
+    # `time` stays the journal's fixed-width ISO string: it sorts as the time it names,
+    # compares with `since`/`until`/cursors as in the SQL stores, and keeps the
+    # microseconds that a BSON date (milliseconds) would lose.
+    return {"_id": entry.pos, **{name: getattr(entry.record, name) for name in RECORD_FIELDS}}
+
+
+def log_row(doc: Mapping[str, Any]) -> LogRow:
+    try:
+        record = AccessRecord(
+            time=str(doc["time"]),
+            method=str(doc["method"]),
+            path=str(doc["path"]),
+            query=str(doc["query"]),
+            status=int(doc["status"]),
+            bytes=int(doc["bytes"]),
+            duration_ms=float(doc["duration_ms"]),
+            remote_addr=str(doc["remote_addr"]),
+            user_agent=str(doc["user_agent"]),
+            referrer=str(doc["referrer"]),
+            worker=str(doc["worker"]),
+            request_id=str(doc["request_id"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(
+            f"logs document {doc.get('_id')!r} is not an access record: {exc!r}"
+        ) from None
+    return LogRow(str(doc["_id"]), record)
+
+
+def event_from(doc: Mapping[str, Any]) -> Event:
+    data = doc.get("data")
+    if not isinstance(data, dict) or not isinstance(doc.get("time"), str):
+        raise StoreError(f"events document {doc!r:.200} is not an event")
+    return Event(doc["time"], str(doc.get("kind", "")), str(doc.get("message", "")), plain(data))
+
+
+def plain(value: Any) -> Any:
+    """`value` with BSON's Int64 as int: the data comes back as the types it went in as."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def error_detail(exc: Exception) -> str:
+    """The useful part of a pymongo message (not the topology dump or the raw reply)."""
+    if isinstance(exc, BulkWriteError):
+        errors = [*exc.details.get("writeErrors", []), *exc.details.get("writeConcernErrors", [])]
+        # A duplicate is never why a batch failed (they are ignored): name the other error.
+        errors.sort(key=lambda error: error.get("code") == DUPLICATE_KEY)
+        if errors:
+            return str(errors[0].get("errmsg", exc))
+    text = str(exc)
+    for noise in (", Topology Description:", ", full error:"):
+        text = text.partition(noise)[0]
+    return text
+
+
+def server_target(url: str) -> str:
+    """scheme://host[:port][,host...] without credentials, path or options."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        # redact_url reads one host:port; a replica set's seed list names several.
+        scheme, _, rest = url.partition("://")
+        hosts = rest.partition("?")[0].rpartition("@")[2].partition("/")[0]
+        return f"{scheme}://{hosts}"
+
+
+def password_forms(url: str) -> set[str]:
+    """The URL's password, as written and decoded: text no message may contain."""
+    userinfo = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return {secret for secret in (password, unquote(password)) if secret}

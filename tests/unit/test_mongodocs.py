@@ -1,0 +1,120 @@
+"""The MongoDB store's pure parts (store/mongodocs.py): they run here, where no MongoDB
+server does; the store itself runs the contract suite where PHOENIX_TEST_MONGODB_URL is set."""
+
+from __future__ import annotations
+
+import pytest
+from bson.int64 import Int64
+from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
+
+from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.store.base import Cursor, LogQuery, StoreError
+from cloud_phoenix.store.mongodocs import (
+    error_detail,
+    event_from,
+    log_row,
+    mongo_filter,
+    password_forms,
+    record_document,
+    server_target,
+)
+
+RECORD = AccessRecord(
+    time="2026-11-28T08:00:00.123456Z",
+    method="GET",
+    path="/generatecert",
+    query="cn=a.example",
+    status=200,
+    bytes=3120,
+    duration_ms=1.5,
+    remote_addr="127.0.0.1",
+    user_agent="curl/8",
+    referrer="",
+    worker="host:42",
+    request_id="abc",
+)
+
+
+def test_a_record_goes_in_keyed_by_its_journal_position_and_comes_back_whole() -> None:
+    entry = JournalEntry("2026-11-28:000000000100", "access-2026-11-28.jsonl", 100, RECORD)
+    document = record_document(entry)
+    assert document["_id"] == entry.pos
+    assert document["time"] == RECORD.time  # the journal's string: microseconds kept
+    row = log_row(document)
+    assert row.pos == entry.pos and row.record == RECORD
+
+
+def test_a_document_that_is_not_a_record_is_a_store_error_naming_it() -> None:
+    with pytest.raises(StoreError, match="'x1' is not an access record"):
+        log_row({"_id": "x1", "time": "t"})
+    with pytest.raises(StoreError, match="not an access record"):
+        log_row({**record_document(JournalEntry("p", "f", 0, RECORD)), "status": "two"})
+
+
+def test_the_filter_has_the_sql_stores_conditions() -> None:
+    assert mongo_filter(LogQuery()) == {}
+    query = LogQuery(
+        status=404,
+        path="/x",
+        since="2026-11-28T00:00:00.000000Z",
+        until="2026-11-29T00:00:00.000000Z",
+        before=Cursor("2026-11-28T08:00:00.000000Z", "p9"),
+    )
+    assert mongo_filter(query) == {
+        "status": 404,
+        "path": "/x",
+        "time": {"$gte": "2026-11-28T00:00:00.000000Z", "$lt": "2026-11-29T00:00:00.000000Z"},
+        "$or": [
+            {"time": {"$lt": "2026-11-28T08:00:00.000000Z"}},
+            {"time": "2026-11-28T08:00:00.000000Z", "_id": {"$lt": "p9"}},
+        ],
+    }
+
+
+def test_an_events_data_comes_back_as_the_types_it_went_in_as() -> None:
+    event = event_from(
+        {
+            "time": "2026-11-28T08:00:00.000000Z",
+            "kind": "scaled_out",
+            "message": "2 workers",
+            "data": {"desired": Int64(2), "pids": [Int64(7), True], "nested": {"n": Int64(1)}},
+        }
+    )
+    assert event.data == {"desired": 2, "pids": [7, True], "nested": {"n": 1}}
+    assert type(event.data["desired"]) is int and event.data["pids"][1] is True
+    with pytest.raises(StoreError, match="is not an event"):
+        event_from({"time": 5, "data": {}})
+
+
+def test_a_failed_batch_names_the_error_that_is_not_a_duplicate() -> None:
+    failed = BulkWriteError(
+        {
+            "writeErrors": [
+                {"code": 11000, "errmsg": "E11000 duplicate key"},
+                {"code": 121, "errmsg": "Document failed validation"},
+            ]
+        }
+    )
+    assert error_detail(failed) == "Document failed validation"
+
+
+def test_a_server_selection_error_loses_its_topology_dump() -> None:
+    error = ServerSelectionTimeoutError("db:27017: timed out, Topology Description: <...>")
+    assert error_detail(error) == "db:27017: timed out"
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("mongodb://u:p%40ss@db:27017/phoenix?authSource=admin", "mongodb://db:27017"),
+        ("mongodb://u:pw@a:1,b:2,c:3/phoenix?replicaSet=rs0", "mongodb://a:1,b:2,c:3"),
+        ("mongodb+srv://u:pw@cluster.example/phoenix", "mongodb+srv://cluster.example"),
+    ],
+)
+def test_messages_name_the_servers_never_the_credentials(url: str, target: str) -> None:
+    assert server_target(url) == target
+
+
+def test_the_password_is_known_as_written_and_decoded() -> None:
+    assert password_forms("mongodb://u:p%40ss@db/x") == {"p%40ss", "p@ss"}
+    assert password_forms("mongodb://db/x") == set()
