@@ -192,12 +192,16 @@ def tick_threads(pid: int) -> dict[int, tuple[set[int], int]]:
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         tid = int(task.name)
-        if os.sched_getscheduler(tid) != os.SCHED_FIFO:
+        try:
+            if os.sched_getscheduler(tid) != os.SCHED_FIFO:
+                continue
+            assert os.sched_getparam(tid).sched_priority == 1  # the lowest real-time priority
+            status = (task / "status").read_text()
+            affinity = os.sched_getaffinity(tid)
+        except (ProcessLookupError, FileNotFoundError):  # a thread that ended meanwhile
             continue
-        assert os.sched_getparam(tid).sched_priority == 1  # the lowest real-time priority
-        status = (task / "status").read_text()
         switches = int(status.split("voluntary_ctxt_switches:")[1].split()[0])
-        found[tid] = (os.sched_getaffinity(tid), switches)
+        found[tid] = (affinity, switches)
     return found
 
 
