@@ -253,6 +253,12 @@ class Busy:
         self._drain.join(timeout)
         assert self.made == self.keys
 
+    def kill(self) -> None:
+        """kill -9 the child and collect what is left of it."""
+        self.process.kill()
+        self._drain.join(10)
+        self.process.communicate(timeout=10)
+
     def finish(self) -> str:
         """Wait for every key, end the child; its standard error."""
         self.drained(60)
@@ -319,6 +325,23 @@ def test_one_tick_per_cpu_for_the_whole_host_however_many_key_makers() -> None:
         # One tick thread wakes at most 300 times in 0.3 s at 1 ms; two would be ~560. The
         # one without the claim looks at it every 0.1 s.
         assert 100 <= together <= 320, (cpu, ticks)
+
+
+@needs_root
+def test_a_key_maker_killed_while_it_ticks_leaves_its_cpus_to_the_next() -> None:
+    first = Busy(25 * len(CPUS)).start()
+    time.sleep(0.2)  # the first one holds every CPU's claim
+    second = Busy(25 * len(CPUS)).start()
+    try:
+        time.sleep(0.1)
+        first.kill()  # kill -9: no chance to let go of its claims itself
+        time.sleep(0.2)  # the second looks at the claims every 0.1 s
+        (ticks,) = wake_ups([second.process.pid], 0.3)
+        assert sorted(ticks) == CPUS
+        assert all(count >= 100 for count in ticks.values()), ticks
+    finally:
+        first.kill()
+        second.finish()
 
 
 @needs_root
