@@ -27,6 +27,12 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+# The `responses` entry of a route that answers 503 when the store or the key pool cannot.
+ERROR_503: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "Temporarily unable to answer"}
+}
+
+
 def error_response(
     status: int, detail: str, headers: Mapping[str, str] | None = None, error: str | None = None
 ) -> JSONResponse:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from cloud_phoenix.app.cpushare import CpuSamples
 from cloud_phoenix.app.requestlog import worker_id
-from cloud_phoenix.app.routes import runtime
+from cloud_phoenix.app.runtime import runtime
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform.backup.catalog import scan
 from cloud_phoenix.platform.backup.schedule import next_run

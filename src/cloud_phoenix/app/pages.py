@@ -11,7 +11,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 
 from cloud_phoenix.app.errors import ErrorBody
-from cloud_phoenix.app.routes import CommonName, ValidityDays, issue_certificate_for, runtime
+from cloud_phoenix.app.routes import CommonName, ValidityDays, issue_certificate_for
+from cloud_phoenix.app.runtime import runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
 CONFIRM = {"/crash": "This kills the worker that answers. The platform must bring it back. Go on?"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from fastapi import Request
+
 from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.certs import SpareKey
@@ -28,3 +30,9 @@ class Runtime:
     keymaker: KeyMaker  # makes the pool's keys, in a child process
     collector: CollectorChild | None = None  # `phoenix serve`'s own collector, if it runs one
     started: float = field(default_factory=time.monotonic)
+
+
+def runtime(request: Request) -> Runtime:
+    """The serving process's runtime, for a route."""
+    rt: Runtime = request.app.state.runtime
+    return rt
