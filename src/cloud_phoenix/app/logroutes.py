@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -144,22 +145,20 @@ def read_logs(
     return LogsPage(records=records, count=len(records), next=next_cursor)
 
 
-router.add_api_route(
+def _with_alias(path: str, alias: str, endpoint: Callable[..., Any], **options: Any) -> None:
+    """`path`, and `alias` (the Node application's name for it) answered by the same endpoint."""
+    router.add_api_route(path, endpoint, methods=["GET"], **options)
+    options["summary"] = f"Alias of {path} (the Node application's name)"
+    router.add_api_route(alias, endpoint, methods=["GET"], operation_id=alias[1:], **options)
+
+
+_with_alias(
     "/logs",
+    "/querylogs",
     read_logs,
-    methods=["GET"],
     response_model=LogsPage,
     responses=ERROR_503,
     summary="Recorded requests, newest first, paginated",
-)
-router.add_api_route(
-    "/querylogs",
-    read_logs,
-    methods=["GET"],
-    response_model=LogsPage,
-    responses=ERROR_503,
-    operation_id="querylogs",
-    summary="Alias of /logs (the Node application's name)",
 )
 
 
@@ -200,20 +199,11 @@ def check_db(request: Request) -> JSONResponse:
 _CHECK_503: dict[int | str, dict[str, Any]] = {
     503: {"model": DatabaseCheck, "description": "The store cannot be reached"}
 }
-router.add_api_route(
+_with_alias(
     "/checkdb",
+    "/checkdbConn",
     check_db,
-    methods=["GET"],
     response_model=DatabaseCheck,
     responses=_CHECK_503,
     summary="Store backend, reachability, round trip, records, collector lag",
-)
-router.add_api_route(
-    "/checkdbConn",
-    check_db,
-    methods=["GET"],
-    response_model=DatabaseCheck,
-    responses=_CHECK_503,
-    operation_id="checkdbConn",
-    summary="Alias of /checkdb (the Node application's name)",
 )
