@@ -19,13 +19,8 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
-from cloud_phoenix.platform.cpuloop import (
-    CpuWatch,
-    HostCpu,
-    ProcessTable,
-    busiest_endpoints,
-    helper_children,
-)
+from cloud_phoenix.platform.cpucontext import busiest_endpoints, helper_children
+from cloud_phoenix.platform.cpuloop import CpuWatch, HostCpu, ProcessTable
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.notify import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store

@@ -32,7 +32,8 @@ from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform import autoscale, haproxy
 from cloud_phoenix.platform.backup import DailyBackups
 from cloud_phoenix.platform.children import Child, ChildSpec
-from cloud_phoenix.platform.cpuloop import CpuWatch, busiest_endpoints
+from cloud_phoenix.platform.cpucontext import busiest_endpoints
+from cloud_phoenix.platform.cpuloop import CpuWatch
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
 from cloud_phoenix.platform.deploy import (
     Deployer,
