@@ -254,7 +254,11 @@ def _events(raw: object) -> list[OpsEvent]:
 
 def last_backup(backups_dir: Path) -> str | None:
     """When the newest good backup was made (as /metrics counts it), or None."""
-    good = [entry.created_at for entry in scan(backups_dir) if entry.good]
+    try:
+        good = [entry.created_at for entry in scan(backups_dir) if entry.good]
+    except OSError as exc:  # the folder unreadable: as good as none, never a 500
+        log.debug("backups unreadable: %s", exc)
+        return None
     return format_time(max(good)) if good else None
 
 
