@@ -5,8 +5,9 @@ scheduling group, and SCHED_IDLE yields only within a group; the certificate's s
 serialisation also ran under the server's GIL. The child leads a session of its own, at
 nice 19 for its autogroup and SCHED_IDLE (childproc.make_idle), so it takes only the CPU
 time others leave. Measured on 2 vCPUs with /generatecert saturated (docs/BENCHMARKS.md):
-GET / p99 of `phoenix serve` 5.1 ms with key threads, 4.5-4.8 ms with this child; a bare
-app beside it 3.8x its idle p99 with key threads, 2.1-3.2x with this child.
+GET / p99 of `phoenix serve` 5.1 ms with key threads, 4.5-4.8 ms with this child, 1.9-2.3
+ms with its scheduling tick (below); a bare app beside it 3.8x its idle p99 with key
+threads, 2.1-3.2x with this child, 1.3-1.4x with its tick.
 
 Protocol, on the child's stdin and stdout:
 - the server writes one byte per key it wants;
