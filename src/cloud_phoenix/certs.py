@@ -10,7 +10,6 @@ This module imports no web framework: the key maker's child loads it alone.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-log = logging.getLogger(__name__)
 
 KEY_SIZE = 2048
 DNS_NAME_PATTERN = (

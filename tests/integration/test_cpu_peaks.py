@@ -292,7 +292,9 @@ def test_a_stack_process_children_are_named_after_it() -> None:
     a named child keeps its own name."""
     sleeper = subprocess.Popen(["sleep", "30"])
     keymaker = subprocess.Popen(
-        [sys.executable, "-m", "cloud_phoenix.keymaker", "1", str(os.getpid())],
+        # THREADS PARENT_PID TICK_MICROSECONDS: with the wrong count it would exit at once,
+        # and the check below would race its exit.
+        [sys.executable, "-m", "cloud_phoenix.keymaker", "1", str(os.getpid()), "0"],
         stdin=subprocess.PIPE,
     )
     try:

@@ -156,13 +156,13 @@ class KeyPool(Generic[T]):
         try:
             item = await self._make()
         except Exception as exc:
-            self._making.discard(asyncio.current_task())  # no longer in flight
             log.error("RSA key generation failed: %s", exc)
             self._fail_one(exc)
             if self._loop is not None:  # not at once: a maker that keeps failing is no
                 self._loop.call_later(RETRY_AFTER_FAILURE, self._fill)  # busy loop
             return
-        self._making.discard(asyncio.current_task())  # before _fill below counts
+        finally:  # no longer in flight, before the _fill below counts
+            self._making.discard(asyncio.current_task())
         seconds = time.perf_counter() - started
         self._seconds_per_key = 0.8 * self._seconds_per_key + 0.2 * seconds
         while self._waiters:
