@@ -55,7 +55,12 @@ seconds_until() {
 
 # The configuration and PHOENIX_HOME are checked now rather than at the first backup time:
 # `phoenix backups` refuses an invalid configuration (exit 78) and lists what is there.
-run phoenix backups >&2
+# Its exit 65 (a manifest names files not its own: refused, and said so) stops no backup.
+code=0
+run phoenix backups >&2 || code=$?
+if [ "$code" -ne 0 ] && [ "$code" -ne 65 ]; then
+  exit "$code"
+fi
 
 while :; do
   delay=$(seconds_until "$at")

@@ -17,11 +17,22 @@ from cloud_phoenix.cli_backup import register as register_backup_commands
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.exitcodes import CannotStart
 
+# What the commands create (the SQLite database and its -wal and -shm, logs/*.log,
+# run/status.json, a restored database) holds requests and addresses: this user and its
+# group may read it, nobody else, whatever umask the login or the service manager gave.
+PRIVATE_UMASK = 0o027
+
 cli = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Phoenix: the application and the platform that keeps it alive.",
 )
+
+
+@cli.callback()
+def private_files() -> None:
+    """Runs before every command, so that every file it creates is private."""
+    os.umask(PRIVATE_UMASK)
 
 
 def fail(message: str, code: int) -> typer.Exit:

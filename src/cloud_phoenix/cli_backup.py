@@ -36,6 +36,7 @@ from rich.text import Text
 from cloud_phoenix import exitcodes
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.platform.backup import (
+    DATAERR,
     USAGE,
     BackupError,
     CatalogEntry,
@@ -109,13 +110,25 @@ def backups(
         bool, typer.Option("--check", help="Also hash every file (reads them all).")
     ] = False,
 ) -> None:
-    """List the backups: age, size, records, verified, and whether each is good."""
+    """List the backups: age, size, records, verified, and whether each is good.
+
+    Exits 65 after the list when a manifest names a file that is not its backup's own.
+    """
     settings = _settings()
     entries = scan(settings.backups_dir, deep=check)
     now = datetime.now(UTC)
     if as_json:
         typer.echo(json.dumps([_as_dict(entry, now) for entry in entries], indent=2))
-        return
+    else:
+        _print_table(settings, entries, now)
+    for entry in entries:
+        if entry.unsafe:
+            typer.secho(f"phoenix: {entry.problem}", err=True, fg=typer.colors.RED)
+    if any(entry.unsafe for entry in entries):
+        raise typer.Exit(DATAERR)
+
+
+def _print_table(settings: Settings, entries: list[CatalogEntry], now: datetime) -> None:
     if not entries:
         typer.echo(f"no backups in {settings.backups_dir} (take one: phoenix backup)")
         return
@@ -133,7 +146,8 @@ def backups(
             str(manifest.records) if manifest else "?",
             str(manifest.events) if manifest else "?",
             _verified(entry, now),
-            "[green]ok[/]" if entry.good else f"[red]{entry.problem}[/]",
+            # A problem may quote a name from a crafted manifest: shown as text, not markup.
+            Text("ok", style="green") if entry.good else Text(entry.problem or "", style="red"),
         )
     Console(width=max(120, Console().width)).print(table)
 

@@ -435,14 +435,16 @@ def test_the_lock_check_names_what_is_not_as_locked(tmp_path: Path) -> None:
 
 
 def stand_ins(folder: Path) -> Path:
-    """`phoenix` that records its arguments (and fails `backup`), `sleep` that records its
-    delay and returns at once, then on its second call stops the loop with SIGTERM."""
+    """`phoenix` that records its arguments (and fails `backup`; `backups` exits
+    $BACKUPS_EXIT), `sleep` that records its delay and returns at once, then on its second
+    call stops the loop with SIGTERM."""
     folder.mkdir()
     (folder / "phoenix").write_text(
         textwrap.dedent("""\
             #!/bin/sh
             echo "$*" >> "$CALLS"
             [ "$1" = backup ] && exit 1
+            [ "$1" = backups ] && exit "${BACKUPS_EXIT:-0}"
             exit 0
             """)
     )
@@ -482,6 +484,21 @@ def test_the_backup_loop_waits_for_its_time_and_survives_a_failed_backup(
     assert len(delays) == 2 and all(low <= delay <= high for delay in delays), (at, delays)
     assert "backup failed (exit 1)" in result.stderr
     assert "stopped" in result.stderr
+
+
+@pytest.mark.parametrize(("listing", "code", "calls"), [(65, 0, 2), (78, 78, 1)])
+def test_the_backup_loop_goes_on_past_a_refused_backup_but_not_a_bad_configuration(
+    tmp_path: Path, listing: int, code: int, calls: int
+) -> None:
+    env = {
+        "PATH": f"{stand_ins(tmp_path / 'bin')}:{os.environ['PATH']}",
+        "BACKUPS_EXIT": str(listing),
+        "CALLS": str(tmp_path / "calls"),
+        "SLEEPS": str(tmp_path / "sleeps"),
+    }
+    result = run([str(BACKUP_LOOP)], env=env)
+    assert result.returncode == code, result.stderr
+    assert len((tmp_path / "calls").read_text().splitlines()) == calls
 
 
 def test_the_backup_loop_refuses_a_time_that_is_not_hh_mm(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloud_phoenix import exitcodes
+from cloud_phoenix.cli import PRIVATE_UMASK
 
 UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "phoenix.service"
 
@@ -26,6 +27,11 @@ def test_the_unit_restarts_always_but_not_on_cannot_start_codes() -> None:
         exitcodes.PORT_TAKEN,
         exitcodes.CONFIG,
     }
+
+
+def test_the_unit_keeps_new_files_private_with_the_commands_umask() -> None:
+    [line] = [x for x in UNIT.read_text().splitlines() if x.startswith("UMask=")]
+    assert int(line.split("=", 1)[1], 8) == PRIVATE_UMASK == 0o027
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")

@@ -1,12 +1,17 @@
-"""What is in the backups folder: each backup's files, its manifest, and whether it is good."""
+"""What is in the backups folder: each backup's files, its manifest, and whether it is good.
+
+Only regular files count, looked at without following links: a link in the folder is no
+part of any backup, and its target is never looked at (its size would tell what it is).
+"""
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cloud_phoenix.platform.backup.errors import BadBackup
+from cloud_phoenix.platform.backup.errors import BadBackup, UnsafeManifest
 from cloud_phoenix.platform.backup.files import Tick, digest
 from cloud_phoenix.platform.backup.manifest import (
     ID_RE,
@@ -21,13 +26,15 @@ from cloud_phoenix.platform.backup.plan import BackupInfo
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """One backup: its id, time, manifest (None if unreadable), files, and what is wrong."""
+    """One backup: its id, time, manifest (None if unreadable), files, and what is wrong;
+    `unsafe` when its manifest names a file that is not the backup's own."""
 
     id: str
     created_at: datetime
     manifest: Manifest | None
     files: tuple[Path, ...]
     problem: str | None  # None: good
+    unsafe: bool = False
 
     @property
     def good(self) -> bool:
@@ -35,7 +42,7 @@ class CatalogEntry:
 
     @property
     def size(self) -> int:
-        return sum(path.stat().st_size for path in self.files if path.exists())
+        return sum(_regular_size(path) or 0 for path in self.files)
 
     def info(self) -> BackupInfo:
         return BackupInfo(self.id, self.created_at, self.good)
@@ -44,12 +51,21 @@ class CatalogEntry:
 def check_artefact(
     folder: Path, artefact: Artefact, deep: bool, tick: Tick | None = None
 ) -> str | None:
-    """Why `artefact` does not match its manifest entry, or None. `deep` also hashes it."""
+    """Why `artefact` does not match its manifest entry, or None. `deep` also hashes it.
+
+    Its name is the backup's own (`read_manifest` checked it); UnsafeManifest if the file
+    under that name is a link, a folder or a device rather than a regular file.
+    """
     path = folder / artefact.file
     try:
-        size = path.stat().st_size
+        info = path.lstat()
     except FileNotFoundError:
         return f"{artefact.file} is missing"
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeManifest(
+            f"{artefact.file} is not a regular file (a link, a folder or a device), refused"
+        )
+    size = info.st_size
     if size < artefact.size:
         return f"{artefact.file} is truncated: {size} of {artefact.size} bytes"
     if size > artefact.size:
@@ -73,7 +89,7 @@ def scan(folder: Path, deep: bool = False) -> list[CatalogEntry]:
         return []
     for path in paths:
         match = ID_RE.match(path.name)
-        if match and path.is_file():
+        if match and _regular_size(path) is not None:
             groups.setdefault(match.group(1), []).append(path)
     entries = []
     for backup, files in groups.items():
@@ -82,6 +98,7 @@ def scan(folder: Path, deep: bool = False) -> list[CatalogEntry]:
             continue
         manifest: Manifest | None = None
         manifest_file = folder / (backup + MANIFEST_SUFFIX)
+        unsafe = False
         if manifest_file not in files:
             problem: str | None = "incomplete: no manifest (a run cut short, or it was deleted)"
         else:
@@ -90,8 +107,8 @@ def scan(folder: Path, deep: bool = False) -> list[CatalogEntry]:
                 problem = _problem(folder, manifest, deep)
                 created = manifest.created
             except BadBackup as exc:
-                problem = str(exc)
-        entries.append(CatalogEntry(backup, created, manifest, tuple(files), problem))
+                problem, unsafe = str(exc), isinstance(exc, UnsafeManifest)
+        entries.append(CatalogEntry(backup, created, manifest, tuple(files), problem, unsafe))
     return sorted(entries, key=lambda entry: (entry.created_at, entry.id))
 
 
@@ -103,3 +120,12 @@ def _problem(folder: Path, manifest: Manifest, deep: bool) -> str | None:
         if problem:
             return problem
     return None
+
+
+def _regular_size(path: Path) -> int | None:
+    """The size of a regular file, or None for anything else (a link is not followed)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

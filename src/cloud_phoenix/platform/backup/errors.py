@@ -12,6 +12,9 @@ DATAERR = 65  # EX_DATAERR: a backup file is corrupt, truncated, or disagrees wi
 NOINPUT = 66  # EX_NOINPUT: the backup file named does not exist
 BUSY = 75  # EX_TEMPFAIL: another backup holds the lock; try again later
 
+# The end of every refusal that comes before a restore touches its target.
+NOTHING_CHANGED = "nothing was changed"
+
 
 class BackupError(Exception):
     """A backup or restore failed; the message says what and what to do, `code` the exit code."""
@@ -40,6 +43,11 @@ class BadBackup(BackupError):
     """A backup is corrupt, truncated or mismatched; nothing was changed."""
 
     code = DATAERR
+
+
+class UnsafeManifest(BadBackup):
+    """A manifest names a file that is not its backup's own (a path, another backup's file,
+    a link): refused before that file is opened or even looked at."""
 
 
 class BackupBusy(BackupError):

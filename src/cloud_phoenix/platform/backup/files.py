@@ -4,19 +4,24 @@ Every file of a backup is written as `.tmp-<name>` in the backups folder itself 
 file system, so the rename is atomic), with mode 0600, fsynced, then renamed and the
 folder fsynced. A crash or a full disk leaves only `.tmp-*` files, which never look like
 a backup and are removed by the next run.
+
+A backup's files are read without following a link (`O_NOFOLLOW`), and a gzip dump is
+expanded through `BoundedGzip`, which stops one read past the size it may reach.
 """
 
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO, Protocol
 
-from cloud_phoenix.platform.backup.errors import CannotWrite
+from cloud_phoenix.platform.backup.errors import BackupError, CannotWrite
 
 TEMP_PREFIX = ".tmp-"
 FILE_MODE = 0o600
@@ -123,12 +128,17 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def open_file(path: Path) -> BinaryIO:
+    """`path` opened for reading; OSError (ELOOP) if it is a link."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
 def digest(path: Path, tick: Tick | None = None) -> tuple[int, str]:
     """(size, sha256 hex) of a file, reading it once."""
     sha = hashlib.sha256()
     size = 0
-    total = path.stat().st_size
-    with path.open("rb") as handle:
+    with open_file(path) as handle:
+        total = os.fstat(handle.fileno()).st_size
         while block := handle.read(CHUNK):
             sha.update(block)
             size += len(block)
@@ -146,6 +156,53 @@ def copy_stream(source: Readable, target: Writable, total: int, tick: Tick | Non
         if tick:
             tick(done, total)
     return done
+
+
+class BoundedGzip:
+    """What a gzip file expands to, read piece by piece, never past `limit` bytes: the read
+    that would go beyond raises `over` instead, so a bomb costs at most `limit` bytes of
+    output and one piece of memory."""
+
+    def __init__(self, path: Path, limit: int, over: BackupError) -> None:
+        self._packed = open_file(path)
+        self._gzip = gzip.GzipFile(fileobj=self._packed, mode="rb")
+        self.limit = limit
+        self.done = 0  # bytes expanded so far
+        self._over = over
+
+    @property
+    def packed_done(self) -> int:
+        """Bytes of the gzip file itself consumed so far."""
+        return self._packed.tell()
+
+    def read(self, size: int = CHUNK) -> bytes:
+        return self._count(self._gzip.read(self._allowed(size)))
+
+    def readline(self, size: int) -> bytes:
+        return self._count(self._gzip.readline(self._allowed(size)))
+
+    def _allowed(self, size: int) -> int:
+        return min(size, self.limit - self.done + 1)  # one byte more shows an excess
+
+    def _count(self, data: bytes) -> bytes:
+        self.done += len(data)
+        if self.done > self.limit:
+            raise self._over
+        return data
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+        finally:
+            self._packed.close()
+
+    def __enter__(self) -> BoundedGzip:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def remove_stale_temps(folder: Path) -> list[str]:

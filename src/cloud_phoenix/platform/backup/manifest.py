@@ -10,11 +10,17 @@ A backup is a few files in the backups folder sharing one id, `phoenix-YYYYmmddT
     phoenix-20250101T030000Z-logs.tar.gz      closed journal days and the server logs
     phoenix-20250101T030000Z.manifest.json    this, written last: no manifest, no backup
 
-The manifest lists each file's size and sha256, the record, event and journal-position
-counts found in the snapshot, the source (never a password), and `checksum`, the sha256
-of the manifest's own canonical JSON: an edited or damaged manifest is refused as surely
-as a damaged dump. `verified_at` is set by `phoenix backup --verify` after a restore into a
-scratch database matched the counts; `verify_error` when it did not.
+The manifest lists each file's size and sha256 (and `expanded`, its size once
+decompressed, for the gzip dumps phoenix reads itself), the record, event and
+journal-position counts found in the snapshot, the source (never a password), and
+`checksum`, the sha256 of the manifest's own canonical JSON: an edited or damaged manifest
+is refused as surely as a damaged dump. `verified_at` is set by `phoenix backup --verify`
+after a restore into a scratch database matched the counts; `verify_error` when it did not.
+
+The checksum proves the manifest whole, not who wrote it: anyone can recompute it. So a
+manifest is trusted with nothing it could abuse. It speaks only for the backup it is named
+after, and names only that backup's own files, by the names above (`UnsafeManifest`
+otherwise); `expanded` bounds a decompression, and the free disk space bounds that.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_phoenix.journal import format_time, parse_time
-from cloud_phoenix.platform.backup.errors import BadBackup
+from cloud_phoenix.platform.backup.errors import BadBackup, UnsafeManifest
 from cloud_phoenix.platform.backup.files import write_atomically
 
 FORMAT = "cloud-phoenix-backup"
@@ -47,12 +53,15 @@ DUMP_SUFFIXES = {
 
 @dataclass(frozen=True, slots=True)
 class Artefact:
-    """One file of a backup: its name in the folder, format, size and sha256."""
+    """One file of a backup: its name in the folder, format, size and sha256, and for a
+    gzip dump its size once decompressed (None for a tool's own format, and in manifests
+    written before phoenix declared it)."""
 
     file: str
     format: str
     size: int
     sha256: str
+    expanded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +167,44 @@ def read_manifest(path: Path) -> Manifest:
             f"{path.name} was edited or damaged: its checksum does not match its content"
         )
     try:
-        return _from_body(body)
+        manifest = _from_body(body)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadBackup(f"{path.name} lacks or mistypes a field ({exc!r})") from None
+    _check_names(path.name, manifest)
+    return manifest
+
+
+def _check_names(manifest_name: str, manifest: Manifest) -> None:
+    """Refuse a manifest that speaks for another backup or names a file not its own."""
+    own = manifest_name.removesuffix(MANIFEST_SUFFIX)
+    if manifest.id != own:
+        raise UnsafeManifest(
+            f"{manifest_name} says it is backup {_shown(manifest.id)}: a manifest speaks "
+            "only for the backup it is named after, refused"
+        )
+    suffix = DUMP_SUFFIXES.get(manifest.database.format)
+    if suffix is None:
+        raise BadBackup(
+            f"{manifest_name} has an unknown dump format {_shown(manifest.database.format)}"
+        )
+    expected = [("database", manifest.database, own + suffix)]
+    if manifest.archive is not None:
+        expected.append(("archive", manifest.archive, own + ARCHIVE_SUFFIX))
+    for role, artefact, name in expected:
+        if artefact.file == name:
+            continue
+        if artefact.file in {"", ".", ".."} or "/" in artefact.file or "\x00" in artefact.file:
+            why = "not a plain file name inside the backup's folder"
+        else:
+            why = f"this backup's {role} file can only be {name}"
+        raise UnsafeManifest(
+            f"{manifest_name} names {_shown(artefact.file)} as its {role} file: {why}, refused"
+        )
+
+
+def _shown(name: str) -> str:
+    """A name from a manifest as a message shows it: quoted, control characters escaped."""
+    return repr(name if len(name) <= 100 else name[:100] + "…")
 
 
 def _body(manifest: Manifest) -> dict[str, Any]:
@@ -181,7 +225,10 @@ def _artefact(data: Any) -> Artefact:
     size = data["size"]
     if not isinstance(size, int) or size < 0:
         raise ValueError(f"size {size!r}")
-    return Artefact(str(data["file"]), str(data["format"]), size, str(data["sha256"]))
+    expanded = data.get("expanded")
+    if expanded is not None:
+        expanded = _count(expanded, "expanded")
+    return Artefact(str(data["file"]), str(data["format"]), size, str(data["sha256"]), expanded)
 
 
 def _count(value: Any, name: str) -> int:

@@ -7,6 +7,9 @@ integers come back as they went in. `journal_positions` is read first, then `log
 restore the collector re-reads (idempotently, `_id` is the journal position) rather than
 skips. The counts in the manifest are the lines written, so a restore checks them exactly.
 
+A restore reads the export as a stream, one line at a time: never past the size its
+manifest declares (`expanded`), never a line longer than a document can make.
+
 Neither is a point-in-time snapshot on a standalone server (it has no snapshot reads);
 that ordering is what keeps a restore consistent. A restore is not one transaction
 either: restore into a new database (`--into`) and switch DB_CONNECTION_STRING to it.
@@ -20,6 +23,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -32,8 +36,13 @@ from bson import json_util
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from cloud_phoenix.platform.backup.errors import BackupError, BadBackup, SourceUnavailable
-from cloud_phoenix.platform.backup.files import FILE_MODE, fsync_file, temp_path
+from cloud_phoenix.platform.backup.errors import (
+    NOTHING_CHANGED,
+    BackupError,
+    BadBackup,
+    SourceUnavailable,
+)
+from cloud_phoenix.platform.backup.files import FILE_MODE, BoundedGzip, fsync_file, temp_path
 from cloud_phoenix.platform.backup.manifest import Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot, lines
 from cloud_phoenix.store.mongodb import CLIENT_DEFAULTS, DEFAULT_DATABASE, MongoStore
@@ -43,6 +52,9 @@ ARCHIVE = "mongodump-archive-gzip"
 HEADER = {"format": "cloud-phoenix-mongo", "version": 1}
 ORDER = ("journal_positions", "logs", "events")
 BATCH = 1000
+# The longest line a document can make: twice MongoDB's 16 MiB document limit, room for
+# Extended JSON's escapes. A longer one is refused before it is read whole into memory.
+MAX_LINE = 32 << 20
 _OPTIONS = json_util.CANONICAL_JSON_OPTIONS
 
 Document = dict[str, Any]
@@ -68,23 +80,23 @@ def dump(url: str, final: Path, progress: Progress) -> Snapshot:
             if dump_format(url) == ARCHIVE:
                 records, events = _mongodump(url, temp_path(final), progress)
                 return Snapshot(ARCHIVE, records, events, positions, _version("mongodump"))
-            counts = _export(database, temp_path(final), progress)
+            counts, expanded = _export(database, temp_path(final), progress)
     finally:
         client.close()
-    return Snapshot(JSONL, counts["logs"], counts["events"], positions, "pymongo export")
+    return Snapshot(JSONL, counts["logs"], counts["events"], positions, "pymongo export", expanded)
 
 
 def restore(dump: Path, url: str, manifest: Manifest, progress: Progress) -> Restored:
     if manifest.database.format == JSONL:
         counts = {name: 0 for name in ORDER}
-        for collection, _ in _read(dump):
+        for collection, _ in _read(dump, manifest.database.expanded):
             counts[collection] += 1
         if (counts["logs"], counts["events"]) != (manifest.records, manifest.events):
             raise BadBackup(
                 f"{dump.name} holds {counts['logs']} records and {counts['events']} events, "
                 f"the manifest says {manifest.records} and {manifest.events}: mismatched"
             )
-        _load(dump, url, sum(counts.values()), progress)
+        _load(dump, manifest.database.expanded, url, sum(counts.values()), progress)
     else:
         _mongorestore(dump, url, manifest)
     store = MongoStore(url)
@@ -135,39 +147,61 @@ def _errors(url: str) -> Iterator[None]:
         ) from None
 
 
-def _export(database: Any, target: Path, progress: Progress) -> dict[str, int]:
+def _export(database: Any, target: Path, progress: Progress) -> tuple[dict[str, int], int]:
+    """Write the export; returns the documents of each collection and the bytes written
+    before compression (the manifest's `expanded`)."""
     totals = {name: database[name].estimated_document_count() for name in ORDER}
     total = sum(totals.values())
     counts = {name: 0 for name in ORDER}
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-        gz.write(json.dumps(HEADER).encode() + b"\n")
+        expanded = gz.write(json.dumps(HEADER).encode() + b"\n")
         for name in ORDER:
             for document in database[name].find({}, sort=[("_id", 1)]):
                 line = json_util.dumps({"c": name, "d": document}, json_options=_OPTIONS)
-                gz.write(line.encode() + b"\n")
+                expanded += gz.write(line.encode() + b"\n")
                 counts[name] += 1
                 if counts[name] % BATCH == 0:
                     progress("snapshot", sum(counts.values()), max(total, 1))
     fsync_file(target)
-    return counts
+    return counts, expanded
 
 
-def _read(dump: Path) -> Iterator[tuple[str, Document]]:
+def _read(dump: Path, declared: int | None) -> Iterator[tuple[str, Document]]:
+    """The export's documents, streamed: BadBackup past `declared` bytes (when the manifest
+    declares them), at a line longer than MAX_LINE, or at anything not a document."""
+    over = BadBackup(
+        f"{dump.name} expands beyond the {declared} bytes its manifest declares "
+        f"(damaged, or a decompression bomb), refused: {NOTHING_CHANGED}"
+    )
     try:
-        with gzip.open(dump, "rb") as gz:
-            if json.loads(gz.readline()) != HEADER:
+        with BoundedGzip(dump, sys.maxsize if declared is None else declared, over) as gz:
+            if json.loads(_line(gz, dump)) != HEADER:
                 raise BadBackup(f"{dump.name} is not a cloud-phoenix MongoDB export")
-            for raw in gz:
+            while raw := _line(gz, dump):
                 item = json_util.loads(raw, json_options=_OPTIONS)
                 if item.get("c") not in ORDER or not isinstance(item.get("d"), dict):
                     raise BadBackup(f"{dump.name} holds a line that is not a document")
                 yield item["c"], item["d"]
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise BadBackup(f"{dump.name} cannot be read ({exc}): it is damaged") from None
+    if declared is not None and gz.done != declared:
+        raise BadBackup(
+            f"{dump.name} expands to {gz.done} bytes, its manifest declares {declared}: mismatched"
+        )
 
 
-def _load(dump: Path, url: str, total: int, progress: Progress) -> None:
+def _line(gz: BoundedGzip, dump: Path) -> bytes:
+    line = gz.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise BadBackup(
+            f"{dump.name} holds a line longer than {MAX_LINE} bytes, which no document makes "
+            f"(damaged, or a decompression bomb), refused: {NOTHING_CHANGED}"
+        )
+    return line
+
+
+def _load(dump: Path, declared: int | None, url: str, total: int, progress: Progress) -> None:
     client = _client(url)
     try:
         database = client.get_default_database(DEFAULT_DATABASE)
@@ -176,7 +210,7 @@ def _load(dump: Path, url: str, total: int, progress: Progress) -> None:
                 database[name].drop()
             batch: list[Document] = []
             current = ""
-            for done, (collection, document) in enumerate(_read(dump), 1):
+            for done, (collection, document) in enumerate(_read(dump, declared), 1):
                 if collection != current and batch:
                     database[current].insert_many(batch)
                     batch = []

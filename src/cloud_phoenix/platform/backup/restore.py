@@ -1,8 +1,9 @@
 """Verify, then restore: a backup is checked whole before anything is touched.
 
-`verify_backup` reads the manifest (its own checksum included) and hashes every file it
-lists; a corrupt, truncated or edited backup is refused with BadBackup (exit 65) and
-nothing changes. Each backend then checks the dump's content against the manifest's
+`verify_backup` reads the manifest (its own checksum included, and the names of its
+files: the backup's own, never a path) and hashes every file it lists; a corrupt,
+truncated, edited or crafted backup is refused with BadBackup (exit 65) and nothing
+changes. Each backend then checks the dump's content against the manifest's
 counts before it writes to the target (see `snapshot`).
 """
 
@@ -14,9 +15,14 @@ from datetime import datetime
 from pathlib import Path
 
 from cloud_phoenix.platform.backup.catalog import check_artefact
-from cloud_phoenix.platform.backup.errors import NOINPUT, USAGE, BackupError, BadBackup
+from cloud_phoenix.platform.backup.errors import (
+    NOINPUT,
+    NOTHING_CHANGED,
+    USAGE,
+    BackupError,
+    BadBackup,
+)
 from cloud_phoenix.platform.backup.manifest import (
-    DUMP_SUFFIXES,
     ID_RE,
     MANIFEST_SUFFIX,
     Manifest,
@@ -31,8 +37,6 @@ from cloud_phoenix.platform.backup.snapshot import (
     no_progress,
     source_name,
 )
-
-NOTHING_CHANGED = "nothing was changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +71,17 @@ def verify_backup(manifest_file: Path, progress: Progress = no_progress) -> Mani
     """The manifest, once it and every file it lists have been checked; BadBackup otherwise."""
     try:
         manifest = read_manifest(manifest_file)
+        for artefact in manifest.artefacts:
+            problem = check_artefact(
+                manifest_file.parent,
+                artefact,
+                deep=True,
+                tick=lambda done, total: progress("checksum", done, total),
+            )
+            if problem:
+                raise BadBackup(problem)
     except BadBackup as exc:
-        raise BadBackup(f"{exc}: {NOTHING_CHANGED}") from None
-    if manifest.database.format not in DUMP_SUFFIXES:
-        raise BadBackup(
-            f"{manifest.id}: unknown dump format {manifest.database.format!r}: {NOTHING_CHANGED}"
-        )
-    for artefact in manifest.artefacts:
-        problem = check_artefact(
-            manifest_file.parent,
-            artefact,
-            deep=True,
-            tick=lambda done, total: progress("checksum", done, total),
-        )
-        if problem:
-            raise BadBackup(f"{problem}: {NOTHING_CHANGED}")
+        raise type(exc)(f"{exc}: {NOTHING_CHANGED}") from None
     return manifest
 
 

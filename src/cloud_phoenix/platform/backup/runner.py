@@ -172,7 +172,7 @@ def _take(
             source=source_name(settings.db_url),
             records=snapshot.records,
             events=snapshot.events,
-            database=_artefact(dump_file, snapshot.format, progress),
+            database=_artefact(dump_file, snapshot.format, progress, snapshot.expanded),
             archive=_artefact(archive_file, ARCHIVE_FORMAT, progress) if content else None,
             journal_days=content.journal_days if content else (),
             server_logs=tuple(path.name for path in content.logs) if content else (),
@@ -232,9 +232,11 @@ def prune(folder: Path, journal_dir: Path, now: datetime, retention_days: int) -
     return plan
 
 
-def _artefact(final: Path, file_format: str, progress: Progress) -> Artefact:
+def _artefact(
+    final: Path, file_format: str, progress: Progress, expanded: int | None = None
+) -> Artefact:
     size, sha = digest(temp_path(final), lambda done, total: progress("checksum", done, total))
-    return Artefact(final.name, file_format, size, sha)
+    return Artefact(final.name, file_format, size, sha, expanded)
 
 
 @contextmanager

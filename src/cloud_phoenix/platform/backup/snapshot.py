@@ -35,13 +35,15 @@ def no_progress(_stage: str, _done: int, _total: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What a dump holds: counts read inside the snapshot itself, and the tool that made it."""
+    """What a dump holds: counts read inside the snapshot itself, the tool that made it, and
+    for a gzip dump the bytes it expands to."""
 
     format: str
     records: int
     events: int
     positions: dict[str, int] = field(default_factory=dict)
     tool: str = ""
+    expanded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,17 @@ A restore goes the other way through the same API: the dump is decompressed and 
 copied into the target in one write transaction. A running stack can stay up: SQLite locks
 the target while it is replaced, and its connections see the restored content after. Never
 a file rename over a live database, whose -wal file would then belong to another database.
+
+The decompression stops one read past the size the manifest declares (a bomb is refused,
+exit 65) and never goes beyond the free space (exit 73), which alone bounds a manifest
+written before sizes were declared.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import sqlite3
 import zlib
 from collections.abc import Iterator
@@ -23,18 +28,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cloud_phoenix.platform.backup.errors import (
+    NOTHING_CHANGED,
     BackupError,
     BadBackup,
     CannotWrite,
     SourceUnavailable,
 )
 from cloud_phoenix.platform.backup.files import (
+    CHUNK,
     FILE_MODE,
+    BoundedGzip,
     cannot_write,
     copy_stream,
     temp_path,
 )
-from cloud_phoenix.platform.backup.manifest import Manifest
+from cloud_phoenix.platform.backup.manifest import Artefact, Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot
 from cloud_phoenix.store import StoreError
 from cloud_phoenix.store.sqlite import SQLiteStore
@@ -64,10 +72,11 @@ def dump(url: str, final: Path, progress: Progress) -> Snapshot:
     raw = final.with_name(temp_path(final).name + ".sqlite3")
     try:
         records, events, positions = _snapshot(source, raw, progress)
-        _compress(raw, temp_path(final), progress)
+        expanded = _compress(raw, temp_path(final), progress)
     finally:
         _remove_database(raw)
-    return Snapshot(FORMAT, records, events, positions, f"sqlite3 {sqlite3.sqlite_version}")
+    tool = f"sqlite3 {sqlite3.sqlite_version}"
+    return Snapshot(FORMAT, records, events, positions, tool, expanded)
 
 
 def restore(dump: Path, url: str, manifest: Manifest, progress: Progress) -> Restored:
@@ -78,7 +87,7 @@ def restore(dump: Path, url: str, manifest: Manifest, progress: Progress) -> Res
         raise cannot_write(target.parent, exc) from None
     raw = target.with_name(f".tmp-restore-{os.getpid()}-{target.name}")
     try:
-        _decompress(dump, raw, progress)
+        _decompress(dump, manifest.database, raw, progress)
         check = _connect(raw)
         try:
             _check_integrity(check, dump.name)
@@ -183,7 +192,9 @@ def _check_integrity(conn: sqlite3.Connection, name: str) -> None:
         raise BadBackup(f"{name} holds a damaged SQLite database: {result}")
 
 
-def _compress(raw: Path, target: Path, progress: Progress) -> None:
+def _compress(raw: Path, target: Path, progress: Progress) -> int:
+    """Gzip the snapshot into `target`; returns the snapshot's size (the manifest's
+    `expanded`)."""
     total = raw.stat().st_size
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "wb") as out:
@@ -192,24 +203,49 @@ def _compress(raw: Path, target: Path, progress: Progress) -> None:
             raw.open("rb") as src,
             gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as gz,
         ):
-            copy_stream(src, gz, total, lambda done, all_: progress("compress", done, all_))
+            done = copy_stream(src, gz, total, lambda n, all_: progress("compress", n, all_))
         out.flush()
         os.fsync(out.fileno())
+    return done
 
 
-def _decompress(dump: Path, raw: Path, progress: Progress) -> None:
+def _decompress(dump: Path, artefact: Artefact, raw: Path, progress: Progress) -> None:
+    declared = artefact.expanded
+    free = shutil.disk_usage(raw.parent).free
+    if declared is not None and declared > free:
+        raise CannotWrite(
+            f"{dump.name} expands to {declared} bytes and {raw.parent} has {free} bytes free: "
+            f"free some space, or restore --into a database on a larger disk; {NOTHING_CHANGED}"
+        )
+    over: BackupError
+    if declared is None:  # a manifest from before sizes were declared: the disk is the bound
+        limit = free
+        over = CannotWrite(
+            f"{dump.name} expands beyond the {free} bytes free in {raw.parent}: free some "
+            f"space, or restore --into a database on a larger disk; {NOTHING_CHANGED}"
+        )
+    else:
+        limit = declared
+        over = BadBackup(
+            f"{dump.name} expands beyond the {declared} bytes its manifest declares "
+            f"(damaged, or a decompression bomb), refused: {NOTHING_CHANGED}"
+        )
     total = dump.stat().st_size
     try:
         fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     except OSError as exc:
         raise cannot_write(raw.parent, exc) from None
-    with os.fdopen(fd, "wb") as out, dump.open("rb") as packed:
+    with os.fdopen(fd, "wb") as out:
         try:
-            with gzip.GzipFile(fileobj=packed, mode="rb") as gz:
-                while block := gz.read(1 << 20):
+            with BoundedGzip(dump, limit, over) as gz:
+                while block := gz.read(CHUNK):
                     out.write(block)
-                    progress("decompress", packed.tell(), total)
+                    progress("decompress", gz.packed_done, total)
         except (OSError, EOFError, zlib.error) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile) and exc.errno:
                 raise cannot_write(raw.parent, exc) from None
             raise BadBackup(f"{dump.name} cannot be decompressed ({exc}): it is damaged") from None
+    if declared is not None and gz.done != declared:
+        raise BadBackup(
+            f"{dump.name} expands to {gz.done} bytes, its manifest declares {declared}: mismatched"
+        )
