@@ -18,7 +18,9 @@ from cloud_phoenix.app.requestlog import (
     valid_request_id,
     worker_id,
 )
-from cloud_phoenix.journal import AccessRecord, JournalWriter, journal_files
+from cloud_phoenix.journal import MAX_VALUE_CHARS, AccessRecord, JournalWriter, journal_files
+from cloud_phoenix.platform.collector import Collector
+from cloud_phoenix.store import LogQuery, open_store
 
 
 async def two_part_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -230,3 +232,48 @@ def test_the_stdout_line_of_a_forged_path_is_one_line(
     assert "/admin/delete-all\\x00\\x0D?q=1 HTTP/1.1" in line and line.endswith('"probe"\n')
     [record] = journal(tmp_path)
     assert record["path"] == FORGED_PATH + "\x00\r"  # the journal keeps the value itself
+
+
+def test_a_14_kb_request_is_journaled_and_stored_with_each_value_capped(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    middleware = RequestLog(two_part_app, JournalWriter(journal_dir), Metrics(), stdout=False)
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    long = {"path": "/" + "p" * 14_000, "query": "q=" + "x" * 13_998}
+    agent, referrer = "U" * 14_336, "https://r.example/" + "r" * 14_000
+    scope = {
+        **http_scope(user_agent=agent, referer=referrer),
+        "path": long["path"],
+        "query_string": long["query"].encode(),
+    }
+    asyncio.run(middleware(scope, receive, send))
+    [name] = journal_files(journal_dir)
+    line = (journal_dir / name).read_bytes()
+    assert len(line) < 4 * (MAX_VALUE_CHARS + 64) + 400  # not the 56 KB that came in
+
+    def capped(value: str) -> str:
+        cut = len(value) - MAX_VALUE_CHARS
+        return value[:MAX_VALUE_CHARS] + f"...[truncated {cut} chars]"
+
+    expected = {
+        "path": capped(long["path"]),
+        "query": capped(long["query"]),
+        "user_agent": capped(agent),
+        "referrer": capped(referrer),
+    }
+    [journaled] = journal(journal_dir)
+    assert {key: journaled[key] for key in expected} == expected
+    assert str(journaled["user_agent"]).endswith("...[truncated 12288 chars]")
+
+    store = open_store(f"sqlite:///{tmp_path / 'logs.sqlite3'}")
+    try:
+        assert Collector(store, journal_dir).collect_once() == 1
+        [row] = store.query(LogQuery(limit=10))
+    finally:
+        store.close()
+    assert {key: getattr(row.record, key) for key in expected} == expected

@@ -22,7 +22,13 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.journal import AccessRecord, JournalWriter, TimeFormatter, journal_line
+from cloud_phoenix.journal import (
+    AccessRecord,
+    JournalWriter,
+    TimeFormatter,
+    cap_value,
+    journal_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,19 +225,20 @@ class RequestLog:
         user_agent: str,
         referrer: str,
     ) -> None:
-        """Journal line, stdout line, metrics: the values go straight into the line."""
+        """Journal line, stdout line, metrics: the values go straight into the line, each
+        value a client sets cut to MAX_VALUE_CHARS."""
         client = scope.get("client")
         fields = (
             self._time(started),
             scope["method"],
-            scope["path"],
-            scope["query_string"].decode("latin-1"),
+            cap_value(scope["path"]),
+            cap_value(scope["query_string"].decode("latin-1")),
             status,
             sent,
             round(duration * 1000, 3),
-            client[0] if client else "",
-            user_agent,
-            referrer,
+            cap_value(client[0]) if client else "",
+            cap_value(user_agent),
+            cap_value(referrer),
             _Worker.name,
             request_id,
         )
