@@ -33,6 +33,10 @@ FILE_RE = re.compile(r"^access-(\d{4}-\d{2}-\d{2})(?:\.([A-Za-z0-9][A-Za-z0-9_-]
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 DAY = 86400
+# A client sets the path, query, user agent, referrer (and, through a trusted proxy's
+# X-Forwarded-For, the remote address): each is journaled, stored and printed at most this
+# long, so that one request cannot put 14 KB into every copy of its record.
+MAX_VALUE_CHARS = 2048
 
 
 def format_time(moment: datetime) -> str:
@@ -69,6 +73,14 @@ def parse_time(text: str) -> datetime:
 def file_name(moment: datetime, instance: str = "") -> str:
     day = f"{moment.astimezone(UTC):%Y-%m-%d}"
     return f"access-{day}.{instance}.jsonl" if instance else f"access-{day}.jsonl"
+
+
+def cap_value(value: str) -> str:
+    """`value`, or its first MAX_VALUE_CHARS characters followed by
+    "...[truncated N chars]", N the characters cut: the cut is visible where it is read."""
+    if len(value) <= MAX_VALUE_CHARS:
+        return value
+    return f"{value[:MAX_VALUE_CHARS]}...[truncated {len(value) - MAX_VALUE_CHARS} chars]"
 
 
 def position_key(file: str, offset: int) -> str:

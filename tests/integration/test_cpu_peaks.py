@@ -10,18 +10,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import BaseRoute, Match, Mount
 
+from cloud_phoenix.app import create_app
+from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
-from cloud_phoenix.platform.cpucontext import busiest_endpoints, helper_children
+from cloud_phoenix.platform.cpucontext import (
+    MOUNTS,
+    ROUTES,
+    UNMATCHED,
+    busiest_endpoints,
+    helper_children,
+)
 from cloud_phoenix.platform.cpuloop import CpuWatch, HostCpu, ProcessTable
-from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
+from cloud_phoenix.platform.cpuwatch import CpuPolicy, CpuSample, Notice, started_notice
 from cloud_phoenix.platform.notify import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix
@@ -278,13 +287,72 @@ def test_busiest_endpoints_reads_across_midnight(tmp_path: Path) -> None:
     midnight = 1_700_006_400.0  # 2023-11-15T00:00:00Z
     write_journal(
         journal / file_name(datetime.fromtimestamp(midnight - 1, UTC)),
-        [(midnight - 3, "/a"), (midnight - 2, "/b")],
+        [(midnight - 3, "/logs"), (midnight - 2, "/ready")],
     )
     write_journal(
-        journal / file_name(datetime.fromtimestamp(midnight, UTC)), [(midnight + 1, "/a")]
+        journal / file_name(datetime.fromtimestamp(midnight, UTC)), [(midnight + 1, "/logs")]
     )
-    assert busiest_endpoints(journal, midnight - 2.5) == (("/a", 1), ("/b", 1))
-    assert busiest_endpoints(journal, midnight - 5) == (("/a", 2), ("/b", 1))
+    assert busiest_endpoints(journal, midnight - 2.5) == (("/logs", 1), ("/ready", 1))
+    assert busiest_endpoints(journal, midnight - 5) == (("/logs", 2), ("/ready", 1))
+
+
+PHISHING = "/x\nACTION REQUIRED: log in at https://phish.example/reset\n"
+
+
+def test_a_notice_names_the_application_s_routes_never_a_path_a_client_chose(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal"
+    now = 1_700_000_000.0
+    recent = (
+        [(now - 3, PHISHING)] * 9
+        + [(now - 3, "/admin/delete-all")] * 2
+        + [(now - 2, "/generatecert")] * 5
+        + [(now - 2, "/static/app.js"), (now - 2, "/static/x\ny.css")]
+        + [(now - 1, "/logs/"), (now - 1, "/LOGS"), (now - 1, "/logs")]
+    )
+    write_journal(journal / file_name(datetime.fromtimestamp(now, UTC)), recent)
+    busiest = busiest_endpoints(journal, now - 10, limit=10)
+    assert busiest == (
+        (UNMATCHED, 13),
+        ("/generatecert", 5),
+        ("/static", 2),
+        ("/logs", 1),
+    )
+    notice = started_notice(CpuSample(1.0, 99.0, (), busiest), 3.0, CpuPolicy())
+    assert "phish" not in notice.body and "ACTION" not in notice.body
+    assert "admin" not in notice.body and "/static/" not in notice.body
+    assert f"  {UNMATCHED}: 13\n" in notice.body
+
+
+def app_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route of the application, through FastAPI's wrappers of included routers."""
+    for route in routes:
+        included = getattr(route, "original_router", None)  # app.include_router(router)
+        yield from app_routes(included.routes) if included is not None else (route,)
+
+
+def test_the_route_labels_are_the_application_s_route_table(tmp_path: Path) -> None:
+    """The supervisor does not import the application (FastAPI, some 30 MB): it keeps the
+    table's paths, and this test keeps them equal to the application's."""
+    app = create_app(Settings.from_env({"PHOENIX_HOME": str(tmp_path)}))
+    try:
+        routes = list(app_routes(app.routes))
+        paths = {getattr(route, "path", None) for route in routes}
+        mounts = {route.path for route in routes if isinstance(route, Mount)}
+        assert (paths - mounts, mounts) == (ROUTES, set(MOUNTS))
+        assert UNMATCHED not in paths
+
+        def matched(path: str) -> bool:
+            scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+            return any(route.matches(scope)[0] != Match.NONE for route in app.routes)
+
+        # And the application answers each of them there (no router prefix in between).
+        assert all(matched(path) for path in ROUTES)
+        assert all(matched(f"{mount}/app.js") for mount in MOUNTS)
+        assert not matched("/admin/delete-all") and not matched("/logs/")
+    finally:
+        app.state.runtime.store.close()
 
 
 def test_a_stack_process_children_are_named_after_it() -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from cloud_phoenix.journal import (
+    MAX_VALUE_CHARS,
     READ_AHEAD,
     AccessRecord,
     JournalWriter,
     TimeFormatter,
+    cap_value,
     file_name,
     format_time,
     journal_files,
@@ -196,3 +198,12 @@ def test_entries_carry_the_position_key_of_their_file(tmp_path: Path) -> None:
     chunk = read_chunk(tmp_path / name, 0, max_records=10)
     assert [e.pos for e in chunk.entries] == [position_key(name, e.offset) for e in chunk.entries]
     assert chunk.entries[1].pos.startswith("2026-11-27:pod-a:")
+
+
+def test_a_value_past_the_cap_is_cut_with_a_visible_marker() -> None:
+    assert MAX_VALUE_CHARS == 2048
+    assert cap_value("") == ""
+    assert cap_value("é" * MAX_VALUE_CHARS) == "é" * MAX_VALUE_CHARS  # characters, not bytes
+    long = "a" * MAX_VALUE_CHARS + "b" * 12_345
+    assert cap_value(long) == "a" * MAX_VALUE_CHARS + "...[truncated 12345 chars]"
+    assert cap_value(long[:-12_344]) == "a" * MAX_VALUE_CHARS + "...[truncated 1 chars]"

@@ -222,12 +222,53 @@ def test_channel_names_hide_passwords() -> None:
     ("url", "shown"),
     [
         ("mailto://user:pass@example.com/?to=ops@example.com", "mailto://***@example.com"),
-        ("tgram://123456:ABCDEF/987", "tgram://***"),
+        ("tgram://123456:ABCDEF/987", "tgram://1...6"),
+        ("bogus://u:p@[::1]:99/x", "bogus://***@[::1]:99"),
+        ("json://[broken/x", "***"),
         ("just-a-token", "***"),
     ],
 )
 def test_safe_url_name(url: str, shown: str) -> None:
     assert safe_url_name(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#chan",
+            "slack://t...2/A...D/T...Q/#...n/",
+        ),
+        (
+            "mailto://user:pass@example.com/?to=ops@example.com",
+            "mailto://user:****@example.com/o...m",
+        ),
+        ("tgram://123456789:ABCDEFGHIJ_abcdefghij/987", "tgram://1...j/9...7/"),
+        ("ntfys://topicSecretabc", "ntfys://t...c"),  # the topic is the host and the secret
+        (
+            "jsons://hooks.example.com:8443/T0/SECRETxyz?-k=QSECRET",
+            "jsons://hooks.example.com:8443/T...0/S...z",
+        ),
+        ("json://localhost:9/SECRETxyz", "json://localhost:9/S...z"),
+        ("form://[::1]:8080/SECRETxyz", "form://[::1]:8080/S...z"),
+    ],
+)
+def test_channel_names_are_apprise_s_privacy_form_with_the_path_masked(
+    url: str, shown: str
+) -> None:
+    notifier = Notifier([url])
+    try:
+        assert notifier.channel_names == [shown]
+    finally:
+        notifier.close(1)
+
+
+def test_a_url_whose_password_holds_an_unencoded_at_sign_is_refused() -> None:
+    """Apprise would take the password's tail for the host, and print it in its log lines."""
+    with pytest.raises(ValueError, match=r"unencoded .@.*%40") as info:
+        Notifier(["json://user:a@Q9zzSecret@127.0.0.1/hook"])
+    assert "Q9zz" not in str(info.value) and "Secret" not in str(info.value)
+    Notifier(["json://user:a%40Q9zzSecret@127.0.0.1/hook"]).close(1)
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
@@ -243,3 +284,31 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 def test_a_retry_policy_that_cannot_work_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+SECRETS = ("Pa55wordXyzq", "S3cretTokenXyzq", "QuerySecretXyzq", "HeaderSecretXyzq")
+
+
+@pytest.mark.parametrize("scheme", ["json", "xml", "form"])
+def test_a_failed_delivery_never_logs_the_webhook_secrets(
+    scheme: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, Apprise's own debug lines included
+    port = free_port()  # nobody listens: every attempt fails
+    password, token, query, header = SECRETS
+    url = (
+        f"{scheme}://hook:{password}@127.0.0.1:{port}/services/T0/B0/{token}"
+        f"?-token={query}&+X-Api-Key={header}"
+    )
+    notifier = Notifier([url], retry=RetryPolicy(first_delay=0.01, max_attempts=2))
+    try:
+        notifier.send(START)
+        assert wait_until(lambda: notifier.failed == 1)
+    finally:
+        notifier.close(5)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    shown = f"{scheme}://hook:****@127.0.0.1:{port}/s...s/T...0/B...0/S...q"
+    assert notifier.channel_names == [shown]
+    assert f"to {shown} failed for good" in text
+    for secret in SECRETS:  # nor any piece of four characters of it
+        assert not [secret[i : i + 4] for i in range(len(secret) - 3) if secret[i : i + 4] in text]

@@ -13,11 +13,14 @@ from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.app.requestlog import (
     RequestLog,
     combined_line,
+    log_escape,
     new_request_id,
     valid_request_id,
     worker_id,
 )
-from cloud_phoenix.journal import AccessRecord, JournalWriter, journal_files
+from cloud_phoenix.journal import MAX_VALUE_CHARS, AccessRecord, JournalWriter, journal_files
+from cloud_phoenix.platform.collector import Collector
+from cloud_phoenix.store import LogQuery, open_store
 
 
 async def two_part_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +119,7 @@ def test_combined_line_matches_the_node_format() -> None:
     line = combined_line(record, "1.1", datetime(2026, 11, 27, 10, tzinfo=UTC)).decode()
     assert line == (
         '127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET /logs?limit=5 HTTP/1.1" '
-        '200 - "-" "curl \\"8\\""\n'
+        '200 - "-" "curl \\x228\\x22"\n'
     )
 
 
@@ -156,3 +159,121 @@ def test_made_request_ids_are_128_bits_and_differ_in_a_forked_worker() -> None:
     assert child_id != mine
     assert child_worker.endswith(f":{pid}") and worker_id().endswith(f":{os.getpid()}")
     assert len({new_request_id() for _ in range(10_000)}) == 10_000
+
+
+FORGED_PATH = (
+    '/x HTTP/1.1" 200 5 "-" "-"\n6.6.6.6 - - [27/Nov/2026:10:00:00 +0000] "GET /admin/delete-all'
+)
+
+
+def test_a_client_cannot_forge_or_split_an_access_line() -> None:
+    """Every client-set value is printed as nginx does: printable ASCII as is, `\\xHH` for
+    control characters, bytes past ASCII (of the UTF-8 form), the quote and the backslash."""
+    from datetime import UTC, datetime
+
+    record = AccessRecord(
+        "2026-11-27T10:00:00.000000Z",
+        "GET",
+        FORGED_PATH,
+        "a=\x00\r",
+        404,
+        9,
+        1.0,
+        '1.2.3.4" x',
+        "ua\\\r\nX\x7f",
+        'é"',
+        "h:1",
+        "r",
+    )
+    line = combined_line(record, "1.1", datetime(2026, 11, 27, 10, tzinfo=UTC))
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    assert b"\r" not in line and b"\0" not in line and b"\x7f" not in line
+    assert line.decode("ascii") == (
+        '1.2.3.4\\x22 x - - [27/Nov/2026:10:00:00 +0000] "GET /x HTTP/1.1\\x22 200 5 '
+        "\\x22-\\x22 \\x22-\\x22\\x0A6.6.6.6 - - [27/Nov/2026:10:00:00 +0000] \\x22GET "
+        '/admin/delete-all?a=\\x00\\x0D HTTP/1.1" 404 9 "\\xC3\\xA9\\x22" '
+        '"ua\\x5C\\x0D\\x0AX\\x7F"\n'
+    )
+
+
+ESCAPED = re.compile(r"(?:[ !#-\[\]-~]|\\x([0-9A-F]{2}))*")
+
+
+@pytest.mark.parametrize(
+    "block",
+    [range(0, 0x800), range(0xD7F0, 0xE010), range(0xFFF0, 0x10010), range(0x10FFF0, 0x110000)],
+)
+def test_every_character_is_escaped_to_plain_ascii_that_gives_its_bytes_back(
+    block: range,
+) -> None:
+    for code in block:
+        value = f"a{chr(code)}\\z"
+        shown = log_escape(value)
+        assert ESCAPED.fullmatch(shown), repr(shown)
+        back = re.sub(rb"\\x([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), shown.encode("ascii"))
+        assert back == value.encode("utf-8", "surrogatepass")
+    assert log_escape("/plain path?a=1") == "/plain path?a=1"
+
+
+def test_the_stdout_line_of_a_forged_path_is_one_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    middleware = RequestLog(two_part_app, JournalWriter(tmp_path), Metrics(), stdout=True)
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope = {**http_scope(user_agent="probe"), "path": FORGED_PATH + "\x00\r"}
+    asyncio.run(middleware(scope, receive, send))
+    [line] = capfd.readouterr().out.splitlines(keepends=True)
+    assert "/admin/delete-all\\x00\\x0D?q=1 HTTP/1.1" in line and line.endswith('"probe"\n')
+    [record] = journal(tmp_path)
+    assert record["path"] == FORGED_PATH + "\x00\r"  # the journal keeps the value itself
+
+
+def test_a_14_kb_request_is_journaled_and_stored_with_each_value_capped(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    middleware = RequestLog(two_part_app, JournalWriter(journal_dir), Metrics(), stdout=False)
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    long = {"path": "/" + "p" * 14_000, "query": "q=" + "x" * 13_998}
+    agent, referrer = "U" * 14_336, "https://r.example/" + "r" * 14_000
+    scope = {
+        **http_scope(user_agent=agent, referer=referrer),
+        "path": long["path"],
+        "query_string": long["query"].encode(),
+    }
+    asyncio.run(middleware(scope, receive, send))
+    [name] = journal_files(journal_dir)
+    line = (journal_dir / name).read_bytes()
+    assert len(line) < 4 * (MAX_VALUE_CHARS + 64) + 400  # not the 56 KB that came in
+
+    def capped(value: str) -> str:
+        cut = len(value) - MAX_VALUE_CHARS
+        return value[:MAX_VALUE_CHARS] + f"...[truncated {cut} chars]"
+
+    expected = {
+        "path": capped(long["path"]),
+        "query": capped(long["query"]),
+        "user_agent": capped(agent),
+        "referrer": capped(referrer),
+    }
+    [journaled] = journal(journal_dir)
+    assert {key: journaled[key] for key in expected} == expected
+    assert str(journaled["user_agent"]).endswith("...[truncated 12288 chars]")
+
+    store = open_store(f"sqlite:///{tmp_path / 'logs.sqlite3'}")
+    try:
+        assert Collector(store, journal_dir).collect_once() == 1
+        [row] = store.query(LogQuery(limit=10))
+    finally:
+        store.close()
+    assert {key: getattr(row.record, key) for key in expected} == expected

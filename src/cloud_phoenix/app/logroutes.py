@@ -12,29 +12,37 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cloud_phoenix.app.errors import ERROR_503
 from cloud_phoenix.app.runtime import runtime
-from cloud_phoenix.journal import format_time
+from cloud_phoenix.journal import MAX_VALUE_CHARS, format_time
 from cloud_phoenix.platform.collector import measure_lag
 from cloud_phoenix.store import Cursor, LogQuery, StoreError, redact_url
 
 router = APIRouter()
 
 
+_CAPPED = (
+    f"at most {MAX_VALUE_CHARS} characters: a longer value is cut there and ends with "
+    '"...[truncated N chars]", N the characters cut'
+)
+
+
 class LogRecord(BaseModel):
     id: str
     time: str
     method: str
-    path: str
-    query: str
+    path: str = Field(description=f"The decoded path; {_CAPPED}")
+    query: str = Field(description=f"The query string as sent, without '?'; {_CAPPED}")
     status: int
     bytes: int
     duration_ms: float
-    remote_addr: str
-    user_agent: str
-    referrer: str
+    remote_addr: str = Field(
+        description=f"The client's address (X-Forwarded-For from a trusted proxy); {_CAPPED}"
+    )
+    user_agent: str = Field(description=f"The User-Agent header; {_CAPPED}")
+    referrer: str = Field(description=f"The Referer header; {_CAPPED}")
     worker: str
     request_id: str
 

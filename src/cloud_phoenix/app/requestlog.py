@@ -22,7 +22,13 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.journal import AccessRecord, JournalWriter, TimeFormatter, journal_line
+from cloud_phoenix.journal import (
+    AccessRecord,
+    JournalWriter,
+    TimeFormatter,
+    cap_value,
+    journal_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,26 @@ SECURITY_HEADERS = [
         b"form-action 'self'",
     ),
 ]
+
+
+# The bytes an access line prints as they are: printable ASCII but the quote and the backslash.
+_PLAIN = bytes(byte for byte in range(0x20, 0x7F) if byte not in b'"\\')
+# Every other byte is printed as \xHH (for str.translate over the bytes decoded as Latin-1).
+_ESCAPES = {byte: f"\\x{byte:02X}" for byte in range(0x100) if byte not in _PLAIN}
+# What is left of a combined line once its plain bytes are taken out: its own six quotes
+# and its newline. Anything more is a value to escape.
+_LINE_FRAME = b'""""""\n'
+
+
+def log_escape(value: str) -> str:
+    """`value` for an access line, as nginx escapes its variables: printable ASCII as it is,
+    `\\xHH` for each byte of a control character, of a character past ASCII (its UTF-8
+    form), of the quote and of the backslash. No client text can end a field or the line."""
+    # surrogatepass: a lone surrogate from a header is still printed, as its three bytes.
+    data = value.encode("utf-8", "surrogatepass")
+    if not data.translate(None, _PLAIN):
+        return value
+    return data.decode("latin-1").translate(_ESCAPES)
 
 
 def valid_request_id(value: str) -> bool:
@@ -79,12 +105,24 @@ def combined_line(record: AccessRecord, http_version: str, started: datetime) ->
 def _combined(record: AccessRecord, http_version: str, stamp: str) -> bytes:
     target = record.path + (f"?{record.query}" if record.query else "")
     size = str(record.bytes) if record.bytes else "-"
-    referrer = record.referrer.replace('"', '\\"') or "-"
-    agent = record.user_agent.replace('"', '\\"') or "-"
-    return (
+    line = (
         f'{record.remote_addr or "-"} - - [{stamp}] "{record.method} {target} HTTP/{http_version}" '
-        f'{record.status} {size} "{referrer}" "{agent}"\n'
-    ).encode("utf-8", "replace")
+        f'{record.status} {size} "{record.referrer or "-"}" "{record.user_agent or "-"}"\n'
+    )
+    # Every value a client sets (the remote address too: X-Forwarded-For from a trusted
+    # proxy) is escaped, so that a decoded %0a in the path cannot forge a line. The common
+    # case is checked on the whole line in one pass in C; only a line with something to
+    # escape is built again, field by field.
+    if line.isascii():
+        data = line.encode()
+        if data.translate(None, _PLAIN) == _LINE_FRAME:
+            return data
+    return (
+        f"{log_escape(record.remote_addr) or '-'} - - [{stamp}] "
+        f'"{log_escape(record.method)} {log_escape(target)} HTTP/{http_version}" '
+        f'{record.status} {size} "{log_escape(record.referrer) or "-"}" '
+        f'"{log_escape(record.user_agent) or "-"}"\n'
+    ).encode()
 
 
 def new_request_id() -> str:
@@ -187,19 +225,20 @@ class RequestLog:
         user_agent: str,
         referrer: str,
     ) -> None:
-        """Journal line, stdout line, metrics: the values go straight into the line."""
+        """Journal line, stdout line, metrics: the values go straight into the line, each
+        value a client sets cut to MAX_VALUE_CHARS."""
         client = scope.get("client")
         fields = (
             self._time(started),
             scope["method"],
-            scope["path"],
-            scope["query_string"].decode("latin-1"),
+            cap_value(scope["path"]),
+            cap_value(scope["query_string"].decode("latin-1")),
             status,
             sent,
             round(duration * 1000, 3),
-            client[0] if client else "",
-            user_agent,
-            referrer,
+            cap_value(client[0]) if client else "",
+            cap_value(user_agent),
+            cap_value(referrer),
             _Worker.name,
             request_id,
         )

@@ -1,5 +1,5 @@
 """What a CPU notice names besides the figures: the stack's helper processes (a worker's key
-maker, serve's collector) and the endpoints most requested during the peak.
+maker, serve's collector) and the routes most requested during the peak.
 
 Both read only what is cheap to read every second: a few /proc files of the stack's own
 processes, and the tail of the journal.
@@ -16,6 +16,31 @@ from pathlib import Path
 from cloud_phoenix.journal import AccessRecord, file_name, format_time, journal_files
 
 JOURNAL_TAIL_BYTES = 256 << 10
+
+# The application's route table, by which a notice counts requests: a notice goes to Slack
+# and e-mail, and must never carry text a client chose (a path such as "/x\nACTION
+# REQUIRED: log in at ..."). The supervisor does not import the application (FastAPI, some
+# 30 MB), so the paths are kept here; test_cpu_peaks keeps them equal to the app's routes.
+ROUTES = frozenset(
+    {
+        "/",
+        "/crash",
+        "/generatecert",
+        "/certRender",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/logs",
+        "/querylogs",
+        "/checkdb",
+        "/checkdbConn",
+        "/ops",
+        "/ops/data",
+        "/openapi.json",
+    }
+)
+MOUNTS = ("/static",)  # a mounted folder counts as one route, as in /metrics
+UNMATCHED = "unmatched"  # any other path, as /metrics labels it
 
 
 def helper_children(named: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -60,10 +85,21 @@ def _role(pid: int) -> str:
     return os.path.basename(args[0].decode(errors="replace")) or "?"
 
 
+def route_label(path: str) -> str:
+    """The route `path` belongs to: one of ROUTES or MOUNTS, or UNMATCHED."""
+    if path in ROUTES:
+        return path
+    for mount in MOUNTS:
+        if path.startswith(f"{mount}/"):
+            return mount
+    return UNMATCHED
+
+
 def busiest_endpoints(
     journal_dir: Path, since_epoch: float, limit: int = 5
 ) -> tuple[tuple[str, int], ...]:
-    """The `limit` paths most requested since `since_epoch`, busiest first, from the journal.
+    """The `limit` routes (`route_label`) most requested since `since_epoch`, busiest first,
+    from the journal.
 
     Reads only the last JOURNAL_TAIL_BYTES of the journal files from the day of `since_epoch`
     on (two at most, across midnight): a peak's requests are the newest lines.
@@ -74,7 +110,7 @@ def busiest_endpoints(
     for name in [n for n in journal_files(journal_dir) if n >= first][-2:]:
         for record in _tail_records(journal_dir / name):
             if record.time >= since:
-                counts[record.path] += 1
+                counts[route_label(record.path)] += 1
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return tuple(ranked[:limit])
 

@@ -103,7 +103,7 @@ class CpuWatch:
 
     `stack_pids()` names the stack's processes: a mapping name -> pid, or (name, pid)
     pairs when names repeat (several "worker"). `endpoints(since_epoch)` gives the busiest
-    (path, count) since then, e.g. `busiest_endpoints` on the journal; `workers()` the
+    (route, count) since then, e.g. `busiest_endpoints` on the journal; `workers()` the
     worker count. Counters for /metrics: `samples`, `peaks`, `errors`.
     """
 

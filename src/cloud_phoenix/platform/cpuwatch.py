@@ -83,7 +83,7 @@ class CpuSample:
     at: float
     host_percent: float
     processes: tuple[ProcessCpu, ...] = ()
-    endpoints: tuple[tuple[str, int], ...] = ()  # (path, requests), busiest first
+    endpoints: tuple[tuple[str, int], ...] = ()  # (route, requests), busiest first
     workers: int = 0
     host: str = ""  # the host's name, for the notice's title
 

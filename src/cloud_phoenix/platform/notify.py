@@ -8,12 +8,15 @@ CPU watch.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import apprise
+from apprise import URLBase
 from apprise.apprise import N_MGR
 
 from cloud_phoenix.journal import format_time
@@ -28,21 +31,52 @@ class DeliveryFailed(Exception):
     """A channel did not accept a notice (Apprise said no)."""
 
 
+# Apprise and urllib3 log a webhook's whole URL, secret path and query included, at DEBUG
+# ("JSON POST URL: http://host/services/T0/B0/<secret>"): they are held at INFO.
+URL_LOGGERS = ("apprise", "urllib3")
+
+
+def _private(text: str) -> str:
+    """Apprise's privacy form of a token: its first and last character, "T...2"."""
+    pprint: Callable[..., object] = URLBase.pprint  # untyped in Apprise
+    return str(pprint(text, privacy=True))
+
+
+def _shown_host(parts: SplitResult) -> str:
+    """The host and port of a parsed URL as a channel is named: an IP address, localhost or
+    a dotted name as it is, anything else in Apprise's privacy form ("T...2"), since many
+    Apprise schemes put a token where the host goes (ntfys://<topic>, tgram://<bot token>)."""
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # tgram://<id>:<token>: no port but a token after the colon
+        port = ""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]{port}"
+    except ValueError:
+        if "." not in host and host != "localhost":
+            host = _private(host)
+    return f"{host}{port}"
+
+
 def safe_url_name(url: str) -> str:
-    """Scheme and host of a notification URL, never user, password, token or path."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "***"  # no scheme: the whole text may be a token
-    netloc = rest.split("/", 1)[0].split("?", 1)[0]
-    if "@" in netloc:
-        # user:password@host: the host is an address. Without '@' the "host" of many
-        # Apprise schemes is itself a token (Telegram's bot token), so nothing is shown.
-        return f"{scheme}://***@{netloc.rpartition('@')[2]}"
-    return f"{scheme}://***"
+    """Scheme and host of a URL Apprise could not use, never user, password, token or path."""
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            return "***"  # no scheme: the whole text may be a token
+        user = "***@" if parts.username is not None else ""
+        return f"{parts.scheme}://{user}{_shown_host(parts)}"
+    except ValueError:  # an authority urllib cannot read ("[" without "]")
+        return "***"
 
 
 def _invalid_url_message(url: str, index: int) -> str:
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
     if not scheme:
         why = "it has no scheme (expected e.g. json://host/path, slack://..., mailto://...)"
     elif scheme not in N_MGR:
@@ -55,12 +89,35 @@ def _invalid_url_message(url: str, index: int) -> str:
     )
 
 
+def _ambiguous_url_message(url: str, index: int) -> str | None:
+    """Why `url` is refused although Apprise took it, if it is: with an unencoded '@' in the
+    user or password (a second '@' in the authority), Apprise takes the rest of the
+    password for the host, posts to it and names it in its own log lines."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.netloc.count("@") < 2:
+        return None
+    return (
+        f"notification URL {index} in PHOENIX_NOTIFY_URLS ({parts.scheme}://***) has an "
+        "unencoded '@' in its user or password: percent-encode it as %40"
+    )
+
+
 def _privacy_name(target: apprise.Apprise, url: str) -> str:
-    """Apprise's own privacy form of the URL: passwords and tokens hidden, host kept."""
+    """The URL in Apprise's own privacy form (passwords and tokens hidden), read back with
+    urllib: the host shown as `_shown_host` does, every path segment in Apprise's privacy
+    form too (a webhook's path, json://host/services/T0/B0/<secret>, is its secret and
+    Apprise shows it whole), and no query (headers and GET parameters, tokens among them)."""
     for service in target:
         privacy_url: Callable[..., object] = service.url  # untyped in Apprise
-        # The query holds Apprise's defaults (method=POST&overflow=...): noise in a log line.
-        return str(privacy_url(privacy=True)).split("?", 1)[0]
+        parts = urlsplit(str(privacy_url(privacy=True)))
+        user = ""
+        if parts.username is not None:
+            user = f"{parts.username}:****@" if parts.password is not None else f"{parts.username}@"
+        path = "/".join(_private(unquote(segment)) for segment in parts.path.split("/"))
+        return f"{parts.scheme}://{user}{_shown_host(parts)}{path}"
     return safe_url_name(url)
 
 
@@ -82,15 +139,24 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Raises ValueError naming (without credentials) a URL that Apprise cannot use."""
+        """Raises ValueError naming (without credentials) a URL that Apprise cannot use or
+        would misread. Holds the loggers of URL_LOGGERS at INFO: at DEBUG they print a
+        webhook's URL whole."""
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
         retry = retry or RetryPolicy()
+        for name in URL_LOGGERS:
+            library_log = logging.getLogger(name)
+            if library_log.getEffectiveLevel() < logging.INFO:
+                library_log.setLevel(logging.INFO)
         targets: list[tuple[str, apprise.Apprise]] = []
         for index, url in enumerate(urls, start=1):
             target = apprise.Apprise()
             if not target.add(url):
                 raise ValueError(_invalid_url_message(url, index))
+            ambiguous = _ambiguous_url_message(url, index)
+            if ambiguous:
+                raise ValueError(ambiguous)
             targets.append((_privacy_name(target, url), target))
         self._clock = clock
         self._monotonic = monotonic
