@@ -258,3 +258,16 @@ def test_an_unexpected_error_is_a_500_with_its_request_id_recorded_once(tmp_path
     assert response.headers["x-request-id"] == "bug-1"
     assert "bug-1" in response.json()["detail"] and "a bug" not in response.text
     assert [r["status"] for r in journal_lines(tmp_path) if r["request_id"] == "bug-1"] == [500]
+
+
+@pytest.mark.parametrize("path", ["/logs/", "/health/", "/querylogs/?limit=1"])
+def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_header(
+    client: TestClient, path: str
+) -> None:
+    # Starlette's redirect would say `Location: http://<Host header>/logs`: whoever sends the
+    # request would choose where the answer points.
+    response = client.get(path, headers={"Host": "attacker.example"}, follow_redirects=False)
+    assert response.status_code == 404, response.headers
+    assert "location" not in response.headers
+    assert "attacker.example" not in response.text
+    assert response.json()["error"] == "not found"
