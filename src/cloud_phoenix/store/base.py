@@ -17,7 +17,6 @@ RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields  # the column order of eve
 # stores compare them. [0-9], not \d: Python's \d takes any Unicode digit.
 TIME_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 POS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?::[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:[0-9]{12}"
-POS_RE = re.compile(f"^{POS_PATTERN}$")
 TIME_RE = re.compile(f"^{TIME_PATTERN}$")
 # A cursor is "TIME~POS" (~ needs no escaping in a URL). The API document declares `before`
 # with this pattern and length, and `Cursor.decode` accepts exactly what they allow: the
