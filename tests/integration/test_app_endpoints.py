@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from cloud_phoenix.app import create_app
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import journal_files
+from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 
 
 def make_client(home: Path, **env: str) -> TestClient:
@@ -258,3 +259,30 @@ def test_an_unexpected_error_is_a_500_with_its_request_id_recorded_once(tmp_path
     assert response.headers["x-request-id"] == "bug-1"
     assert "bug-1" in response.json()["detail"] and "a bug" not in response.text
     assert [r["status"] for r in journal_lines(tmp_path) if r["request_id"] == "bug-1"] == [500]
+
+
+@pytest.mark.parametrize("path", ["/logs/", "/health/", "/querylogs/?limit=1"])
+def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_header(
+    client: TestClient, path: str
+) -> None:
+    # Starlette's redirect would say `Location: http://<Host header>/logs`: whoever sends the
+    # request would choose where the answer points.
+    response = client.get(path, headers={"Host": "attacker.example"}, follow_redirects=False)
+    assert response.status_code == 404, response.headers
+    assert "location" not in response.headers
+    assert "attacker.example" not in response.text
+    assert response.json()["error"] == "not found"
+
+
+def test_the_document_declares_the_cursors_shape(client: TestClient) -> None:
+    # What the document allows for `before`, Cursor.decode accepts (tests/unit/test_cursor.py).
+    document = client.get("/openapi.json").json()
+    declared = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX_LENGTH}
+    for path in ("/logs", "/querylogs"):
+        parameters = document["paths"][path]["get"]["parameters"]
+        [before] = [p for p in parameters if p["name"] == "before"]
+        assert declared in before["schema"]["anyOf"]
+    client.get("/health")
+    wait_collected(client, 2)
+    page = client.get("/logs", params={"limit": 1}).json()
+    assert client.get("/logs", params={"before": page["next"]}).json()["count"] == 1

@@ -7,8 +7,10 @@ so that requests wait in its backlog. Loopback only; every process and thread is
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -25,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
+from cloud_phoenix.journal import journal_files, read_chunk
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
 from cloud_phoenix.platform.haproxy import (
     HEALTH_CHECK_AGENT,
@@ -35,6 +38,7 @@ from cloud_phoenix.platform.haproxy import (
     find_haproxy,
     render,
 )
+from tests.fixtures.server import start_phoenix
 
 pytestmark = pytest.mark.integration
 
@@ -168,32 +172,45 @@ class Edge:
 
     def start(self) -> subprocess.Popen[bytes]:
         """One more HAProxy on the same edge socket, as the supervisor would start it."""
-        with open(self.log_path, "ab") as sink:
-            process = subprocess.Popen(
-                command_line(self.haproxy, self.config_path),
-                pass_fds=(self.edge_sock.fileno(),),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_haproxy(self.haproxy, self.config_path, self.edge_sock, self.log_path)
         self.started.append(process)
         return process
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+    def wait_until_answering(self, process: subprocess.Popen[bytes]) -> None:
+        wait_until_answering(self.url, process, self.log_path)
 
-    def wait_until_answering(self, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"haproxy exited with {process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"the edge did not answer /health within {timeout} s:\n{self.log()}")
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"haproxy exited with {process.returncode}:\n{_tail(log_path)}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the edge did not answer /health within {timeout} s:\n{_tail(log_path)}")
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:]
+
+
+def start_haproxy(
+    haproxy: str, config_path: Path, edge_sock: socket.socket, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as sink:
+        return subprocess.Popen(
+            command_line(haproxy, config_path),
+            pass_fds=(edge_sock.fileno(),),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -469,3 +486,240 @@ def test_check_reports_haproxys_complaint(haproxy: str, tmp_path: Path) -> None:
 def test_check_without_haproxy_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(EdgeConfigError, match="apt-get install haproxy"):
         check_config(str(tmp_path / "no-haproxy"), tmp_path / "haproxy.cfg")
+
+
+# -- in front of the application: each answer is recorded by it, or refused by the edge ----
+
+WEBSOCKET = (
+    b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+CLOSE = b"Host: edge\r\nConnection: close\r\n\r\n"  # the end of a request alone on its connection
+# %ci:%cp [%tr] %ft %b/%s ...: who asked, and whether a server answered (<NOSRV>: the edge).
+EDGE_LOG_LINE = re.compile(
+    r"^127\.0\.0\.1:(?P<port>\d+) \[[^]]+\] \S+ [^/ ]+/(?P<server>\S+) \S+ "
+    r"(?P<status>-?\d+) .* id=(?P<id>\S+)$"
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one crafted request, alone on its connection, got back."""
+
+    request: bytes
+    request_id: str
+    client_port: int
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class EdgeLine:
+    """One request in HAProxy's log: server <NOSRV> means the edge answered it itself."""
+
+    port: int
+    server: str
+    status: int
+    request_id: str
+
+
+@dataclass
+class AppBehindEdge:
+    """`phoenix serve` behind a HAProxy rendered by `render`, as `phoenix up` runs them."""
+
+    port: int
+    haproxy_log: Path
+    journal_dir: Path
+
+    def send(self, request: bytes, request_id: str) -> Answer:
+        """`request` with an X-Request-ID after its first line, on a connection of its own."""
+        line, sep, rest = request.partition(b"\r\n")
+        sent = line + sep + f"X-Request-ID: {request_id}\r\n".encode() + rest
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            port = sock.getsockname()[1]
+            sock.sendall(sent)
+            response = http.client.HTTPResponse(sock, method=line.split(b" ")[0].decode("latin-1"))
+            response.begin()
+            body = response.read()
+            headers = {name.lower(): value for name, value in response.getheaders()}
+        return Answer(request, request_id, port, response.status, headers, body)
+
+    def edge_lines(self, at_least: int, timeout: float = 10.0) -> list[EdgeLine]:
+        """HAProxy's request log lines, once it has written `at_least` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.haproxy_log.read_text(errors="replace")
+            found = [EDGE_LOG_LINE.match(line) for line in text.splitlines()]
+            lines = [
+                EdgeLine(int(m["port"]), m["server"], int(m["status"]), m["id"])
+                for m in found
+                if m is not None
+            ]
+            if len(lines) >= at_least:
+                return lines
+            if time.monotonic() > deadline:
+                pytest.fail(f"{len(lines)} of {at_least} edge log lines in {timeout} s:\n{text}")
+            time.sleep(0.05)
+
+    def journaled_ids(self) -> list[str]:
+        ids: list[str] = []
+        for name in journal_files(self.journal_dir):
+            offset = -1
+            chunk = read_chunk(self.journal_dir / name, 0, max_records=10_000)
+            while chunk.end != offset:
+                ids += [entry.record.request_id for entry in chunk.entries]
+                offset = chunk.end
+                chunk = read_chunk(self.journal_dir / name, offset, max_records=10_000)
+        return ids
+
+
+@pytest.fixture(scope="module")
+def app_edge(haproxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppBehindEdge]:
+    folder = tmp_path_factory.mktemp("app-edge")
+    server = start_phoenix(folder / "home")
+    edge_sock = loopback_listener()
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        config = EdgeConfig(
+            edge_fd=edge_sock.fileno(),
+            backend=f"127.0.0.1:{server.port}",
+            stats_socket=folder / "edge.sock",
+        )
+        config_path = folder / "haproxy.cfg"
+        config_path.write_text(render(config))
+        log_path = folder / "haproxy.log"
+        process = start_haproxy(haproxy, config_path, edge_sock, log_path)
+        port = edge_sock.getsockname()[1]
+        wait_until_answering(f"http://127.0.0.1:{port}", process, log_path)
+        yield AppBehindEdge(port, log_path, folder / "home" / "journal")
+    finally:
+        if process is not None:
+            stop(process)
+        edge_sock.close()
+        server.stop()
+
+
+def crafted_requests() -> list[bytes]:
+    """Every byte in each part of a request, and the requests a client can write by hand."""
+    requests: list[bytes] = []
+    for byte in (bytes([b]) for b in range(256)):
+        requests += [
+            b"G" + byte + b"T / HTTP/1.1\r\n" + CLOSE,
+            b"GET /a" + byte + b"b HTTP/1.1\r\n" + CLOSE,
+            b"GET /a?q=" + byte + b" HTTP/1.1\r\n" + CLOSE,
+            b"GET / HTTP/1.1\r\nX-F" + byte + b"o: 1\r\n" + CLOSE,
+            b"GET / HTTP/1.1\r\nX-Foo: a" + byte + b"b\r\n" + CLOSE,
+        ]
+    for method in [b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"TRACE",
+                   b"CONNECT", b"PROPFIND", b"QUERY", b"get", b"FOO"]:  # fmt: skip
+        requests.append(method + b" /health HTTP/1.1\r\nContent-Length: 0\r\n" + CLOSE)
+    requests += [
+        b"GET / HTTP/1.1\r\nHost: edge\r\n" + WEBSOCKET + b"\r\n",
+        b"GET /logs HTTP/1.0\r\n" + WEBSOCKET + b"\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 0\r\nHost: edge\r\n" + WEBSOCKET + b"\r\n",
+        b"GET / HTTP/1.1\r\n" + WEBSOCKET.replace(b"websocket", b"WebSocket") + b"Host: e\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: edge\r\nUpgrade: h2c\r\n" + WEBSOCKET + b"\r\n",
+        b"GET / HTTP/1.1\r\nHost: edge\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nHost: edge\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: Upgrade, close\r\nUpgrade: foo/2\r\nHost: edge\r\n\r\n",
+        b"GET /logs/ HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.2\r\n" + CLOSE,
+        b"GET / http/1.1\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET http://edge/health HTTP/1.1\r\n" + CLOSE,
+        b"GET https://other/health HTTP/1.1\r\n" + CLOSE,
+        b"OPTIONS * HTTP/1.1\r\n" + CLOSE,
+        b"GET /%00?a=%00%0a HTTP/1.1\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nX-A : a\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nX-A:\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nHost: x\x00y\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 1\x00\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\nContent-Length: +3\r\n" + CLOSE + b"abc",
+        b"GET / HTTP/1.1\r\nContent-Length: 3\r\n" + CLOSE + b"abc",
+        b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n" + CLOSE + b"abc",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" + CLOSE + b"0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 12000 + b"\r\n" + CLOSE,
+        b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + CLOSE,
+    ]
+    return requests
+
+
+def test_every_answer_is_recorded_by_the_app_or_made_by_the_edge(
+    app_edge: AppBehindEdge,
+) -> None:
+    """What HAProxy forwards, the application answers and journals; what uvicorn would answer
+    alone (a WebSocket handshake, a method or a byte its parser refuses) the edge refuses
+    itself, with a line in its own log. Nothing is answered by the server alone."""
+    logged_before = len(app_edge.edge_lines(0))
+    answers = [
+        app_edge.send(request, f"crafted-{index}")
+        for index, request in enumerate(crafted_requests())
+    ]
+    lines = app_edge.edge_lines(logged_before + len(answers))
+    by_id = {line.request_id: line for line in lines}
+    refused_ports = {line.port for line in lines if line.server == "<NOSRV>"}
+    journaled = set(app_edge.journaled_ids())
+    unrecorded = []
+    for answer in answers:
+        line = by_id.get(answer.request_id)
+        if line is not None and line.server != "<NOSRV>":  # forwarded to the application
+            recorded = answer.request_id in journaled and "x-content-type-options" in answer.headers
+            if not recorded:
+                unrecorded.append((answer.status, answer.request))
+        else:  # refused by the edge: by a rule (with the id) or by its parser (without)
+            assert answer.status >= 400, answer
+            assert line is not None or answer.client_port in refused_ports, answer
+            assert answer.request_id not in journaled, answer
+    listed = "\n".join(f"{status} {request[:120]!r}" for status, request in unrecorded)
+    assert not unrecorded, f"{len(unrecorded)} answered by the server alone:\n{listed}"
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status", "detail"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: edge\r\n" + WEBSOCKET + b"\r\n", 501, "WebSocket"),
+        (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n" + CLOSE, 400, "header"),
+        (b"GET /a\x7fb HTTP/1.1\r\n" + CLOSE, 400, "target"),
+        (b"CONNECT edge:443 HTTP/1.1\r\nHost: edge:443\r\nConnection: close\r\n\r\n", 501, "GET"),
+    ],
+    ids=["websocket", "nul-in-header", "del-in-path", "connect"],
+)
+def test_the_edge_refuses_what_only_the_server_would_answer(
+    app_edge: AppBehindEdge, request_head: bytes, status: int, detail: str
+) -> None:
+    request_id = f"refused-{status}-{detail}"
+    logged_before = len(app_edge.edge_lines(0))
+    answer = app_edge.send(request_head, request_id)
+    assert answer.status == status
+    assert answer.headers["content-type"] == "application/json"
+    assert detail in json.loads(answer.body)["detail"]
+    assert answer.headers["x-served-by"] == "phoenix-edge"
+    assert answer.headers["x-request-id"] == request_id
+    line = app_edge.edge_lines(logged_before + 1)[-1]
+    assert (line.server, line.status, line.request_id) == ("<NOSRV>", status, request_id)
+    assert request_id not in app_edge.journaled_ids()
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /health HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings, close\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nHost: edge\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nX-A: tab\there \xc3\xa9\r\n" + CLOSE,
+    ],
+    ids=["h2c-upgrade-is-ignored", "tab-and-utf8-in-a-header"],
+)
+def test_what_the_server_accepts_reaches_the_application(
+    app_edge: AppBehindEdge, request_head: bytes
+) -> None:
+    request_id = f"passed-{len(request_head)}"
+    answer = app_edge.send(request_head, request_id)
+    assert answer.status == 200
+    assert request_id in app_edge.journaled_ids()

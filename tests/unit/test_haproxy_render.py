@@ -11,14 +11,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httptools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cloud_phoenix.app import logroutes, ops, pages, routes
 from cloud_phoenix.app.requestlog import valid_request_id
 from cloud_phoenix.config import Settings
 from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError, parse_stat
 from cloud_phoenix.platform.haproxy import (
+    METHODS,
     REQUEST_ID_PATTERN,
     EdgeConfig,
     backend_address,
@@ -235,10 +238,74 @@ def test_edge_errors_are_json_like_the_application() -> None:
         match = re.search(r"(?:http-error status|deny status) (\d+) .* string '([^']*)'", line)
         if match:
             bodies[int(match[1])] = json.loads(match[2])
-    assert set(bodies) == {400, 408, 411, 413, 500, 502, 503, 504}
+    assert set(bodies) == {400, 408, 411, 413, 500, 501, 502, 503, 504}
     assert all(set(body) == {"error", "detail"} for body in bodies.values())
     assert "1000 bytes" in bodies[413]["detail"]
     assert "hdr Retry-After 1" in next(line for line in text.splitlines() if "status 503" in line)
+
+
+# -- what only the application's server would answer ---------------------------------------
+
+
+class _Ignored:
+    """A parser protocol without callbacks: only whether httptools accepts the bytes counts."""
+
+
+def _server_refuses(request: bytes) -> bool:
+    """Whether uvicorn's parser (httptools, as `phoenix serve` and `up` run it) refuses it."""
+    try:
+        httptools.HttpRequestParser(_Ignored()).feed_data(request)
+    except httptools.HttpParserUpgrade:
+        return False
+    except httptools.HttpParserError:
+        return True
+    return False
+
+
+def _refusal_pattern(text: str, fetch: str) -> re.Pattern[bytes]:
+    [line] = [x for x in lines_of(text, "frontend edge") if f"{{ {fetch} -m reg " in x]
+    assert line.startswith("http-request deny status 400 ")
+    match = re.search(rf"{{ {re.escape(fetch)} -m reg '([^']+)' }}$", line)
+    assert match is not None, line
+    return re.compile(match[1].encode())
+
+
+def test_the_edge_refuses_the_bytes_the_servers_parser_refuses(text: str) -> None:
+    # Otherwise uvicorn answers 400 itself, and the request is in no log of the application.
+    target = _refusal_pattern(text, "url")
+    headers = _refusal_pattern(text, "req.hdrs")
+    for byte in (bytes([b]) for b in range(256)):
+        refused = _server_refuses(b"GET /a" + byte + b"b HTTP/1.1\r\nHost: e\r\n\r\n")
+        assert (target.search(b"/a" + byte + b"b") is not None) == refused, byte
+        if byte in b"\r\n":
+            continue  # HAProxy's own parser refuses a lone CR or LF: the rule never sees one
+        block = b"Host: e\r\nX-A: a" + byte + b"b\r\n\r\n"
+        refused = _server_refuses(b"GET / HTTP/1.1\r\n" + block)
+        assert (headers.search(block) is not None) == refused, byte
+
+
+def test_websocket_handshakes_and_other_methods_are_refused_after_the_id_is_set(
+    text: str,
+) -> None:
+    front = lines_of(text, "frontend edge")
+    [methods] = [line for line in front if "{ method " in line]
+    assert methods.startswith("http-request deny status 501 ")
+    assert methods.endswith("unless { method GET HEAD POST PUT PATCH DELETE OPTIONS }")
+    [websocket] = [line for line in front if "upgrade" in line]
+    assert websocket.startswith("http-request deny status 501 ")
+    assert websocket.endswith("if { req.hdr(upgrade) -m sub -i websocket }")
+    set_id = next(i for i, line in enumerate(front) if "set-var(txn.request_id)" in line)
+    assert set_id < front.index(methods) < front.index(websocket)
+    # HAProxy stays strict: nothing it would otherwise refuse is let through to the server.
+    assert "accept-invalid" not in text
+
+
+def test_every_method_the_application_routes_passes_the_edge() -> None:
+    routed: set[str] = set()
+    for router in (routes.router, logroutes.router, ops.router, pages.router):
+        for route in router.routes:
+            routed |= getattr(route, "methods", set())
+    assert routed and routed <= set(METHODS)
 
 
 # -- refused values ------------------------------------------------------------------------

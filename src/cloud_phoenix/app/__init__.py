@@ -119,6 +119,9 @@ def create_app(settings: Settings, store: LogStore | None = None) -> PhoenixApp:
         # look up providers and the environment on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
+        # No trailing-slash redirect: Starlette builds its Location from the Host header, so
+        # the client would choose where the answer points. `/logs/` is a 404 like any typo.
+        redirect_slashes=False,
     )
     app.state.runtime = rt
     app.state.templates = pages.templates()

@@ -19,6 +19,7 @@ from cloud_phoenix.app.runtime import runtime
 from cloud_phoenix.journal import MAX_VALUE_CHARS, format_time
 from cloud_phoenix.platform.collector import measure_lag
 from cloud_phoenix.store import Cursor, LogQuery, StoreError, redact_url
+from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 
 router = APIRouter()
 
@@ -104,7 +105,12 @@ def read_logs(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page")] = 100,
     before: Annotated[
-        str | None, Query(max_length=200, description="The `next` cursor of the previous page")
+        str | None,
+        Query(
+            max_length=CURSOR_MAX_LENGTH,
+            pattern=CURSOR_PATTERN,
+            description="The `next` cursor of the previous page",
+        ),
     ] = None,
     status: Annotated[int | None, Query(ge=100, le=599, description="HTTP status")] = None,
     path: Annotated[

@@ -4,8 +4,9 @@
 listening socket that the supervisor bound and hands down (`bind fd@N`), proxies to the
 gunicorn master's socket (also held by the supervisor, so a restarting gunicorn makes
 requests wait in the backlog rather than fail), resends a safe request whose worker died
-(never `/crash`, never a non-GET), and exposes its counters on a Unix admin socket that
-`EdgeStats` reads.
+(never `/crash`, never a non-GET), refuses itself what the application's server would
+answer without the application (so every answer is journaled or in HAProxy's log), and
+exposes its counters on a Unix admin socket that `EdgeStats` reads.
 """
 
 from __future__ import annotations
@@ -203,6 +204,15 @@ def _path_words(paths: Iterable[str]) -> str:
     return " ".join(_quoted(word) for word in words)
 
 
+# The methods the application may answer; for any other it would only say 405, and its
+# server's parser refuses some (CONNECT, lower case, unknown names) without it.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_METHODS_DETAIL = f"this service answers only {', '.join(METHODS)}"
+_WEBSOCKET_DETAIL = "this service has no WebSocket endpoint"
+_TARGET_DETAIL = "the request target holds a control character or a raw non-ASCII byte"
+_HEADER_DETAIL = "a header value holds a control character"
+
+
 # "option httplog" (whose %rc counts retries) without captures, plus the request id.
 _LOG_FORMAT = (
     "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc "
@@ -260,6 +270,21 @@ def render(config: EdgeConfig) -> str:
         "{ req.fhdr_cnt(x-request-id) eq 1 } "
         f"{{ req.fhdr(x-request-id) -m reg '{REQUEST_ID_PATTERN}' }}",
         "    http-request set-var(txn.request_id) req.fhdr(x-request-id)",
+        # Every request is either answered by the application, which journals it, or refused
+        # here, in this log. uvicorn answers some requests itself, unrecorded: a WebSocket
+        # handshake (there is no WebSocket endpoint: 403), a method its parser does not know,
+        # and a control character or a raw non-ASCII byte its parser refuses (400). Upgrades
+        # to other protocols (h2c) it ignores, and the application answers them.
+        f"    http-request deny status 501 {_json_reply('not implemented', _METHODS_DETAIL)} "
+        f"unless {{ method {' '.join(METHODS)} }}",
+        f"    http-request deny status 501 {_json_reply('not implemented', _WEBSOCKET_DETAIL)} "
+        "if { req.hdr(upgrade) -m sub -i websocket }",
+        f"    http-request deny status 400 {_json_reply('bad request', _TARGET_DETAIL)} "
+        "if { url -m reg '[^!-~]' }",
+        # req.hdrs is the whole header block, its CRLFs included; a lone CR or LF never
+        # gets this far (HAProxy's parser refuses it), a tab is allowed.
+        f"    http-request deny status 400 {_json_reply('bad request', _HEADER_DETAIL)} "
+        r"if { req.hdrs -m reg '[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]' }",
         # A Content-Length is judged before any body byte is read. A chunked body cannot
         # be measured up front (HAProxy sees one buffer of it), and no endpoint takes one.
         f"    http-request deny deny_status 413 if {{ req.body_size gt {config.max_body_bytes} }}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Sequence
@@ -15,8 +13,18 @@ from cloud_phoenix.journal import AccessRecord, JournalEntry
 RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields  # the column order of every store
 
 
-POS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(:[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:\d{12}$")
-TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+# A record's time (journal.format_time) and its position (journal.position_key), as the
+# stores compare them. [0-9], not \d: Python's \d takes any Unicode digit.
+TIME_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+POS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?::[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:[0-9]{12}"
+TIME_RE = re.compile(f"^{TIME_PATTERN}$")
+# A cursor is "TIME~POS" (~ needs no escaping in a URL). The API document declares `before`
+# with this pattern and length, and `Cursor.decode` accepts exactly what they allow: the
+# pattern reads the same in ECMA-262 (JSON Schema), Rust (pydantic) and Python (fullmatch).
+CURSOR_PATTERN = f"^({TIME_PATTERN})~({POS_PATTERN})$"
+# A time, "~", and a position with the longest instance name: day, ":", 63, ":", offset.
+CURSOR_MAX_LENGTH = 27 + 1 + 10 + 1 + 63 + 1 + 12
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 EVENT_KIND_MAX = 64
 EVENT_MESSAGE_MAX = 2000
@@ -45,20 +53,15 @@ class Cursor:
     pos: str
 
     def encode(self) -> str:
-        raw = f"{self.time}|{self.pos}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return f"{self.time}~{self.pos}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """Raises ValueError when `text` is not a cursor this application handed out."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError("not a cursor returned by /logs") from None
-        time, sep, pos = raw.partition("|")
-        if not sep or not TIME_RE.match(time) or not POS_RE.match(pos):
+        """Raises ValueError unless `text` has the shape of a cursor (CURSOR_PATTERN)."""
+        match = _CURSOR.fullmatch(text)
+        if match is None:
             raise ValueError("not a cursor returned by /logs")
-        return cls(time, pos)
+        return cls(match[1], match[2])
 
 
 @dataclass(frozen=True, slots=True)
