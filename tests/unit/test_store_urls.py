@@ -119,7 +119,7 @@ def test_what_is_accepted_every_reader_splits_alike(user: str, password: str) ->
 
 @given(
     password=st.text(
-        st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+        st.characters(codec="utf-8", exclude_characters="\x00"),  # no lone surrogates
         min_size=1,
         max_size=20,
     )
