@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud_phoenix.journal import file_name, format_time, position_key
-from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN, Cursor, redact_url
+from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN, Cursor
 
 
 @given(
@@ -59,22 +59,3 @@ def test_the_longest_cursor_the_application_hands_out_fits() -> None:
     assert len(longest) == CURSOR_MAX_LENGTH
     assert Cursor.decode(longest) == Cursor(format_time(moment), pos)
     assert re.fullmatch(CURSOR_PATTERN, longest)
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        (
-            "postgresql://user:secret@db.example:5432/phoenix?sslmode=require",
-            "postgresql://db.example:5432",
-        ),
-        ("mongodb://admin:secret@mongo/phoenix", "mongodb://mongo"),
-        ("sqlite:////var/lib/phoenix.db", "sqlite"),
-        ("mongodb://u:secret@h1:27017,h2:27018/db?replicaSet=rs", "mongodb://h1:27017,h2:27018"),
-        ("mongodb://u:p@ss:secret@[::1]:27017/db", "mongodb://[::1]:27017"),
-        ("postgresql:///phoenix?host=/run/postgresql&password=secret", "postgresql://"),
-    ],
-)
-def test_redacted_urls_show_no_secret(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
-    assert "secret" not in redact_url(url)

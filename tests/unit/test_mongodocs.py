@@ -14,9 +14,7 @@ from cloud_phoenix.store.mongodocs import (
     event_from,
     log_row,
     mongo_filter,
-    password_forms,
     record_document,
-    server_target,
 )
 
 RECORD = AccessRecord(
@@ -101,20 +99,3 @@ def test_a_failed_batch_names_the_error_that_is_not_a_duplicate() -> None:
 def test_a_server_selection_error_loses_its_topology_dump() -> None:
     error = ServerSelectionTimeoutError("db:27017: timed out, Topology Description: <...>")
     assert error_detail(error) == "db:27017: timed out"
-
-
-@pytest.mark.parametrize(
-    ("url", "target"),
-    [
-        ("mongodb://u:p%40ss@db:27017/phoenix?authSource=admin", "mongodb://db:27017"),
-        ("mongodb://u:pw@a:1,b:2,c:3/phoenix?replicaSet=rs0", "mongodb://a:1,b:2,c:3"),
-        ("mongodb+srv://u:pw@cluster.example/phoenix", "mongodb+srv://cluster.example"),
-    ],
-)
-def test_messages_name_the_servers_never_the_credentials(url: str, target: str) -> None:
-    assert server_target(url) == target
-
-
-def test_the_password_is_known_as_written_and_decoded() -> None:
-    assert password_forms("mongodb://u:p%40ss@db/x") == {"p%40ss", "p@ss"}
-    assert password_forms("mongodb://db/x") == set()

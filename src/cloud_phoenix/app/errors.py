@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from cloud_phoenix.app.keypool import PoolBusy
+from cloud_phoenix.app.requestlog import REQUEST_ID_KEY
 from cloud_phoenix.keymaker import KeyMakerError
 from cloud_phoenix.store import StoreError, StoreUnavailable
 
@@ -64,14 +65,36 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, _validation_detail(exc), error="invalid request")
 
 
-async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.warning("store unavailable: %s", exc)
-    return error_response(503, str(exc), headers={"Retry-After": "5"}, error="database unavailable")
+def store_failure(request: Request, exc: StoreError) -> str:
+    """Log a store failure in full; return the public reason, which names no server.
+
+    The store's message says which server and why (refused, timed out, wrong password):
+    for the operator, in the log. The public gets the kind and the request id to look for.
+    """
+    request_id = request.scope.get(REQUEST_ID_KEY, "")
+    unavailable = isinstance(exc, StoreUnavailable)
+    log.log(
+        logging.WARNING if unavailable else logging.ERROR,
+        "%s on %s (request %s): %s",
+        "store unavailable" if unavailable else "store error",
+        request.url.path,
+        request_id,
+        exc,
+    )
+    reason = "database unavailable" if unavailable else "database error"
+    return f"{reason}; the server log has the details under request id {request_id}"
 
 
-async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("store error: %s", exc)
-    return error_response(500, str(exc), error="database error")
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StoreUnavailable)
+    return error_response(
+        503, store_failure(request, exc), headers={"Retry-After": "5"}, error="database unavailable"
+    )
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StoreError)
+    return error_response(500, store_failure(request, exc), error="database error")
 
 
 async def _pool_busy(request: Request, exc: Exception) -> JSONResponse:
@@ -96,7 +119,7 @@ async def _key_maker_failed(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = request.scope.get("phoenix.request_id", "")
+    request_id = request.scope.get(REQUEST_ID_KEY, "")
     log.exception(
         "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
     )

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from cloud_phoenix.app.errors import ERROR_503
+from cloud_phoenix.app.errors import ERROR_503, store_failure
 from cloud_phoenix.app.runtime import runtime
 from cloud_phoenix.journal import MAX_VALUE_CHARS, format_time
 from cloud_phoenix.platform.collector import measure_lag
@@ -193,7 +193,7 @@ def check_db(request: Request) -> JSONResponse:
             round_trip_ms=None,
             records=None,
             collector=None,
-            error=str(exc),
+            error=store_failure(request, exc),
         )
         return JSONResponse(body.model_dump(), status_code=503)
     body = DatabaseCheck(

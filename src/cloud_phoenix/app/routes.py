@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from cloud_phoenix.app import logroutes
-from cloud_phoenix.app.errors import ERROR_503
+from cloud_phoenix.app.errors import ERROR_503, store_failure
 from cloud_phoenix.app.requestlog import FINISH_KEY, REQUEST_ID_KEY, worker_id
 from cloud_phoenix.app.runtime import Runtime, runtime
 from cloud_phoenix.certs import (
@@ -135,7 +135,7 @@ def ready(request: Request) -> JSONResponse:
                 f"(bound {rt.settings.ready_max_lag:g} s)"
             )
     except StoreError as exc:
-        reasons.append(f"store unavailable: {exc}")
+        reasons.append(store_failure(request, exc))
     body = Readiness(
         ready=not reasons, reasons=reasons, lag_seconds=lag_seconds, lag_bytes=lag_bytes
     )

@@ -11,8 +11,8 @@ from cloud_phoenix.store.base import (
     PositionConflict,
     StoreError,
     StoreUnavailable,
-    redact_url,
 )
+from cloud_phoenix.store.urls import redact_url, url_scheme
 
 __all__ = [
     "Cursor",
@@ -30,7 +30,7 @@ __all__ = [
 
 def open_store(url: str) -> LogStore:
     """The store for `url`: sqlite:///path, postgresql://..., mongodb:// or mongodb+srv://."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme == "sqlite":
         from cloud_phoenix.store.sqlite import SQLiteStore
 

@@ -137,18 +137,6 @@ class LogStore(Protocol):
         """Release connections."""
 
 
-def redact_url(url: str) -> str:
-    """The URL without user, password, path or query: safe to show (scheme://host:port,...)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "(not a URL)"
-    if scheme.startswith("sqlite"):
-        return "sqlite"
-    netloc = rest.split("/", 1)[0].split("?", 1)[0]
-    hosts = netloc.rpartition("@")[2]  # userinfo may itself contain '@' only before the last one
-    return f"{scheme}://{hosts}"
-
-
 def prepare_event(event: Event) -> tuple[Event, str]:
     """The event as every store keeps it, and its `data` as JSON text; StoreError if invalid.
 

@@ -50,10 +50,9 @@ from cloud_phoenix.store.mongodocs import (
     event_from,
     log_row,
     mongo_filter,
-    password_forms,
     record_document,
-    server_target,
 )
+from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,12 @@ class MongoStore:
     backend = "mongodb"
 
     def __init__(self, url: str) -> None:
-        self.target = server_target(url)
-        self._secrets = password_forms(url)
+        problem = url_problem(url)
+        if problem:
+            raise StoreError(f"the MongoDB URL is refused: {problem}")
+        # Every message names the servers by this, never by the URL (it holds the password).
+        self.target = redact_url(url)
+        self._secrets = url_secrets(url)
         given = {key.lower() for key, _ in parse_qsl(url.partition("?")[2])}
         options = {k: v for k, v in CLIENT_DEFAULTS.items() if k.lower() not in given}
         try:
@@ -331,6 +334,4 @@ class MongoStore:
             raise StoreError(f"MongoDB at {self.target}: cannot {doing}: {detail}") from exc
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)

@@ -1,6 +1,6 @@
 """What the MongoDB store writes and reads, as pure functions: a record's document (keyed by
 its journal position) and back, an event back from its document, the `find` filter of a
-page, and error messages that name the servers but never the credentials.
+page, and the useful part of pymongo's error messages.
 
 Apart from mongodb.py so that they are tested where no MongoDB server runs.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote
 
 from pymongo.errors import BulkWriteError
 
@@ -20,7 +19,6 @@ from cloud_phoenix.store.base import (
     LogQuery,
     LogRow,
     StoreError,
-    redact_url,
 )
 
 Document = dict[str, Any]
@@ -109,21 +107,3 @@ def error_detail(exc: Exception) -> str:
     for noise in (", Topology Description:", ", full error:"):
         text = text.partition(noise)[0]
     return text
-
-
-def server_target(url: str) -> str:
-    """scheme://host[:port][,host...] without credentials, path or options."""
-    try:
-        return redact_url(url)
-    except ValueError:
-        # redact_url reads one host:port; a replica set's seed list names several.
-        scheme, _, rest = url.partition("://")
-        hosts = rest.partition("?")[0].rpartition("@")[2].partition("/")[0]
-        return f"{scheme}://{hosts}"
-
-
-def password_forms(url: str) -> set[str]:
-    """The URL's password, as written and decoded: text no message may contain."""
-    userinfo = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
-    password = userinfo.partition(":")[2]
-    return {secret for secret in (password, unquote(password)) if secret}

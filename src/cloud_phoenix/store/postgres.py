@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -34,9 +33,9 @@ from cloud_phoenix.store.base import (
     check_events_limit,
     event_data,
     prepare_event,
-    redact_url,
 )
 from cloud_phoenix.store.sqlite import events_where, where_clause
+from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -117,11 +116,13 @@ class PostgresStore:
     ) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
+        problem = url_problem(url)
+        if problem:
+            raise StoreError(f"the PostgreSQL URL is refused: {problem}")
         self._conninfo = _conninfo(url, connect_timeout)
         # Every message names the server by this, never by the URL (it holds the password).
-        self.where = f"PostgreSQL at {_display(url, self._conninfo)}"
-        password = urlsplit(url).password or ""
-        self._secrets = sorted({password, unquote(password)} - {""}, key=len, reverse=True)
+        self.where = f"PostgreSQL at {redact_url(url)}"
+        self._secrets = url_secrets(url)
         self._pool: ConnectionPool[Connection] | None = None
         self._lock = threading.Lock()
         # Set when the server was found unreachable: until a direct connection succeeds again,
@@ -196,10 +197,7 @@ class PostgresStore:
 
     def _scrub(self, exc: BaseException) -> str:
         # libpq does not echo passwords, but a malformed URL can end up quoted in a message.
-        message = " ".join(str(exc).split())
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
+        return scrub(str(exc), self._secrets)
 
     def migrate(self) -> None:
         with self._transaction() as conn:
@@ -291,7 +289,7 @@ def _conninfo(url: str, connect_timeout: int) -> str:
     """The libpq connection string, with a short connect timeout unless the URL sets one."""
     try:
         params = pg_conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+    except (psycopg.ProgrammingError, ValueError):  # ValueError: bytes not UTF-8
         # The message would quote the URL, password included: say what is expected instead.
         raise StoreError(
             "cannot read the PostgreSQL URL: expected postgresql://user:password@host:port/database"
@@ -299,18 +297,6 @@ def _conninfo(url: str, connect_timeout: int) -> str:
     params.setdefault("connect_timeout", connect_timeout)
     params.setdefault("application_name", "cloud-phoenix")
     return pg_conninfo.make_conninfo("", **params)
-
-
-def _display(url: str, conninfo: str) -> str:
-    """The server for messages: `redact_url`, or libpq's host and port where it cannot tell."""
-    try:
-        shown = redact_url(url)
-    except ValueError:  # several hosts ("h1:5432,h2:5432") are not one port to urlsplit
-        shown = ""
-    if urlsplit(url).hostname and shown:
-        return shown
-    params = pg_conninfo.conninfo_to_dict(conninfo)
-    return f"postgresql://{params.get('host', 'localhost')}:{params.get('port', 5432)}"
 
 
 def _text(value: str) -> str:

@@ -46,6 +46,7 @@ from cloud_phoenix.platform.backup.files import FILE_MODE, BoundedGzip, fsync_fi
 from cloud_phoenix.platform.backup.manifest import Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot, lines
 from cloud_phoenix.store.mongodb import CLIENT_DEFAULTS, DEFAULT_DATABASE, MongoStore
+from cloud_phoenix.store.urls import redact_url
 
 JSONL = "mongo-jsonl-gzip"
 ARCHIVE = "mongodump-archive-gzip"
@@ -141,9 +142,8 @@ def _errors(url: str) -> Iterator[None]:
     try:
         yield
     except PyMongoError as exc:
-        target = urlsplit(url).hostname or "?"
         raise SourceUnavailable(
-            f"MongoDB at {target} is unavailable: {type(exc).__name__}"
+            f"MongoDB at {redact_url(url)} is unavailable: {type(exc).__name__}"
         ) from None
 
 

@@ -41,7 +41,7 @@ from cloud_phoenix.platform.backup.errors import (
 from cloud_phoenix.platform.backup.files import create_private, fsync_file, temp_path
 from cloud_phoenix.platform.backup.manifest import Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot, lines
-from cloud_phoenix.store import redact_url
+from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
 
 FORMAT = "pg_dump-custom"
 INSTALL_HINT = "apt-get install postgresql-client"
@@ -73,9 +73,12 @@ class _Server:
     """A PostgreSQL URL read once: psycopg's connection string, the tools' one, a safe name."""
 
     def __init__(self, url: str) -> None:
+        problem = url_problem(url)
+        if problem:
+            raise BackupError(f"the PostgreSQL URL is refused: {problem}", USAGE)
         try:
             params = pg_conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError:
+        except (psycopg.ProgrammingError, ValueError):  # ValueError: bytes not UTF-8
             raise BackupError(
                 "cannot read the PostgreSQL URL: expected postgresql://user:password@host:port/db",
                 USAGE,
@@ -89,6 +92,7 @@ class _Server:
             self.tool_conninfo, password=self.password or None
         )
         self.where = f"PostgreSQL at {redact_url(url)}"
+        self.secrets = url_secrets(url)
         self.env = dict(os.environ)
         if self.password:
             self.env["PGPASSWORD"] = self.password
@@ -101,8 +105,7 @@ class _Server:
             raise SourceUnavailable(f"{self.where} is unavailable: {self.scrub(exc)}") from None
 
     def scrub(self, exc: BaseException | str) -> str:
-        message = " ".join(str(exc).split())
-        return message.replace(self.password, "***") if self.password else message
+        return scrub(str(exc), self.secrets)
 
 
 def dump(url: str, final: Path, progress: Progress) -> Snapshot:

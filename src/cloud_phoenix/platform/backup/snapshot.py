@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol, cast
-from urllib.parse import urlsplit
 
 from cloud_phoenix.platform.backup.errors import USAGE, BackupError
 from cloud_phoenix.platform.backup.manifest import Manifest
-from cloud_phoenix.store import redact_url
+from cloud_phoenix.store.urls import redact_url, url_database, url_problem, url_scheme
 
 # progress(stage, done, total): total 0 means "unknown" (show a spinner, not a bar).
 Progress = Callable[[str, int, int], None]
@@ -67,8 +66,12 @@ class Backend(Protocol):
 
 
 def backend_name(url: str) -> str:
-    """sqlite, postgresql or mongodb, from the URL's scheme; BackupError otherwise."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    """sqlite, postgresql or mongodb, from the URL's scheme; BackupError (usage) for another
+    scheme, or for a URL whose password the drivers could read differently."""
+    problem = url_problem(url)
+    if problem:
+        raise BackupError(f"the database URL is refused: {problem}", USAGE)
+    scheme = url_scheme(url)
     if scheme == "sqlite":
         return "sqlite"
     if scheme in {"postgresql", "postgres"}:
@@ -87,7 +90,7 @@ def source_name(url: str) -> str:
     name = backend_name(url)
     if name == "sqlite":
         return url.split("?", 1)[0]  # a file path holds no secret
-    database = urlsplit(url).path.lstrip("/")
+    database = url_database(url)  # as the driver reads it, like the servers
     return f"{redact_url(url)}/{database}" if database else redact_url(url)
 
 
