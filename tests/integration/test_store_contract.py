@@ -21,7 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import AccessRecord, JournalEntry, format_time, position_key
+from cloud_phoenix.platform.backup import restore_backup, run_backup
 from cloud_phoenix.store import (
     Cursor,
     LogQuery,
@@ -353,6 +355,29 @@ def test_a_database_from_before_the_counter_is_counted_once_at_migrate(
     assert upgraded.count() == exact_count(store_url) == 5
     commit_in(upgraded, FILE, 2, start=end)
     assert upgraded.count() == store.count() == exact_count(store_url) == 7
+
+
+@pytest.mark.parametrize("counter", ["kept", "from before the counter"])
+def test_count_is_exact_after_a_restore(
+    store: LogStore, store_url: str, tmp_path: Path, counter: str
+) -> None:
+    end = commit_in(store, FILE, 5)
+    if counter != "kept":
+        remove_counter(store_url)
+    settings = Settings.from_env(
+        {"PHOENIX_HOME": str(tmp_path / "home"), "DB_CONNECTION_STRING": store_url}
+    )
+    backup = run_backup(settings, clock=lambda: T0 + timedelta(days=1))
+    store.migrate()
+    commit_in(store, FILE, 3, start=end)  # written after the backup: the restore undoes it
+    assert store.count() == 8
+
+    restored = restore_backup(backup.manifest_path, store_url)
+
+    assert restored.records == store.count() == exact_count(store_url) == 5
+    assert store.positions() == {FILE: end}
+    commit_in(store, FILE, 3, start=end)  # the collector replays from the restored position
+    assert store.count() == exact_count(store_url) == 8
 
 
 # -- query --------------------------------------------------------------------------------
