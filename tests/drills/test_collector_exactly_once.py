@@ -140,9 +140,10 @@ def test_kill_9_mid_batch_loses_and_doubles_nothing(tmp_path: Path, db_url: str)
         )
         assert final.returncode == 0, final.stderr
         ids = stored_ids(store)
+        counted = store.count()  # the record counter moved in the same transactions
     finally:
         store.close()
-    assert sum(ids.values()) == total
+    assert sum(ids.values()) == total == counted
     assert not [rid for rid, n in ids.items() if n > 1], "doubled records"
     assert set(ids) == set(feeder.written), "lost records"
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import random
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import AccessRecord, JournalEntry, format_time, position_key
+from cloud_phoenix.platform.backup import restore_backup, run_backup
 from cloud_phoenix.store import (
     Cursor,
     LogQuery,
@@ -28,6 +33,7 @@ from cloud_phoenix.store import (
     StoreUnavailable,
     open_store,
 )
+from cloud_phoenix.store.sqlite import SQLiteStore
 from tests.fixtures.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -235,6 +241,143 @@ def test_only_one_of_racing_collectors_commits_a_batch(connect: Callable[[], Log
     assert sorted(results, key=str) == [20, "conflict", "conflict", "conflict"]
     assert stores[0].count() == 20
     assert stores[0].positions() == {FILE: end}
+
+
+# -- the record count ---------------------------------------------------------------------
+#
+# count() answers /checkdb without reading the records (a counter in the SQL stores, the
+# collection's metadata in MongoDB): after every way records arrive, it must equal a count
+# of the records themselves.
+
+
+def exact_count(url: str) -> int:
+    """The records in the database at `url`, counted one by one."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(SQLiteStore.from_url(url).path)) as conn:
+            return int(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+    if url.startswith("postgresql"):
+        with psycopg.connect(url) as pg:
+            row = pg.execute("SELECT count(*) FROM logs").fetchone()
+            return int(row[0]) if row else 0
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url)
+    try:
+        return client.get_default_database()["logs"].count_documents({})
+    finally:
+        client.close()
+
+
+def sql(url: str, statement: str) -> None:
+    """Run one statement on a SQL store's database behind the store's back."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(SQLiteStore.from_url(url).path)) as conn:
+            conn.execute(statement)
+            conn.commit()
+    else:
+        with psycopg.connect(url) as pg:
+            pg.execute(statement.encode())
+
+
+def remove_counter(url: str) -> None:
+    """Make the database one that was created before the store kept a record counter."""
+    if not url.startswith("mongodb"):  # MongoDB's count is the server's own metadata
+        sql(url, "DROP TABLE logs_count")
+
+
+def commit_in(store: LogStore, file: str, count: int, start: int = 0) -> int:
+    """`count` new records at the end of `file` (which stands at `start`); returns the end."""
+    entries, end = batch([at(i) for i in range(count)], start=start, file=file)
+    assert store.commit_batch(file, start, end, entries) == count
+    return end
+
+
+def test_count_is_exact_after_batches_replays_and_racing_collectors(
+    store: LogStore, store_url: str, connect: Callable[[], LogStore]
+) -> None:
+    entries, end = batch([at(1), at(2), at(3)])
+    store.commit_batch(FILE, 0, end, entries)
+    assert store.count() == exact_count(store_url) == 3
+    # A replayed batch, and one that repeats its own rows: only what is new is counted.
+    store.commit_batch(FILE, end, end + 10, entries)
+    fresh = entry(end + 10, at(4))
+    store.commit_batch(FILE, end + 10, end + 20, [fresh, fresh, entries[0]])
+    assert store.count() == exact_count(store_url) == 4
+    with pytest.raises(PositionConflict):
+        store.commit_batch(FILE, 0, end, [entry(end + 20, at(5))])
+    assert store.count() == exact_count(store_url) == 4
+
+    # Collectors of different journal files commit at the same time: no increment is lost.
+    stores = [connect() for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def collect(index: int, other: LogStore) -> None:
+        file = f"access-2024-05-0{index + 2}.jsonl"
+        barrier.wait()
+        try:
+            offset = 0
+            for _ in range(5):
+                offset = commit_in(other, file, 10, start=offset)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=collect, args=pair) for pair in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert store.count() == exact_count(store_url) == 4 + 4 * 5 * 10
+
+
+def test_count_reads_a_counter_not_the_records(
+    backend: str, store: LogStore, store_url: str, connect: Callable[[], LogStore]
+) -> None:
+    if backend == "mongodb":
+        pytest.skip("MongoDB's count is its collection metadata, kept by the server")
+    commit_in(store, FILE, 2)
+    sql(store_url, "UPDATE logs_count SET records = 1000")
+
+    assert store.count() == 1000  # read, not counted: the same cost at any size
+    connect().migrate()  # an existing counter is kept: no full count at every start
+    assert store.count() == 1000
+
+
+def test_a_database_from_before_the_counter_is_counted_once_at_migrate(
+    store: LogStore, store_url: str, connect: Callable[[], LogStore]
+) -> None:
+    end = commit_in(store, FILE, 5)
+    remove_counter(store_url)
+
+    upgraded = connect()
+    upgraded.migrate()
+    assert upgraded.count() == exact_count(store_url) == 5
+    commit_in(upgraded, FILE, 2, start=end)
+    assert upgraded.count() == store.count() == exact_count(store_url) == 7
+
+
+@pytest.mark.parametrize("counter", ["kept", "from before the counter"])
+def test_count_is_exact_after_a_restore(
+    store: LogStore, store_url: str, tmp_path: Path, counter: str
+) -> None:
+    end = commit_in(store, FILE, 5)
+    if counter != "kept":
+        remove_counter(store_url)
+    settings = Settings.from_env(
+        {"PHOENIX_HOME": str(tmp_path / "home"), "DB_CONNECTION_STRING": store_url}
+    )
+    backup = run_backup(settings, clock=lambda: T0 + timedelta(days=1))
+    store.migrate()
+    commit_in(store, FILE, 3, start=end)  # written after the backup: the restore undoes it
+    assert store.count() == 8
+
+    restored = restore_backup(backup.manifest_path, store_url)
+
+    assert restored.records == store.count() == exact_count(store_url) == 5
+    assert store.positions() == {FILE: end}
+    commit_in(store, FILE, 3, start=end)  # the collector replays from the restored position
+    assert store.count() == exact_count(store_url) == 8
 
 
 # -- query --------------------------------------------------------------------------------

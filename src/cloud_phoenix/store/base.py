@@ -110,7 +110,8 @@ class LogStore(Protocol):
         """How far each journal file has been read into the store (file name -> byte offset)."""
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
-        """In one transaction: move `file`'s position from `start` to `end` and insert `entries`.
+        """In one transaction: move `file`'s position from `start` to `end`, insert `entries`,
+        and add the number really inserted (a record already stored is skipped) to `count`.
 
         Raises PositionConflict (nothing written) if the stored position is not `start`.
         Returns the number of records inserted.
@@ -120,7 +121,13 @@ class LogStore(Protocol):
         """Records matching `query`, newest first (time, then pos, descending)."""
 
     def count(self) -> int:
-        """How many records the store holds."""
+        """How many records the store holds, at a cost that does not grow with them.
+
+        The SQL stores read an exact one-row counter that `commit_batch` moves and `migrate`
+        (or a restore) counts afresh; MongoDB its collection metadata (see MongoStore.count).
+        Not the planner's estimate: only as fresh as the last ANALYZE, and none in SQLite
+        until one runs.
+        """
 
     def add_event(self, event: Event) -> None:
         """Store `event`, checked by `prepare_event`: a long message is cut, never refused."""

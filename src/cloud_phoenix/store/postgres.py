@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -34,7 +35,7 @@ from cloud_phoenix.store.base import (
     event_data,
     prepare_event,
 )
-from cloud_phoenix.store.sqlite import events_where, where_clause
+from cloud_phoenix.store.sqlite import NO_COUNTER, events_where, where_clause
 from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
 
 Connection = psycopg.Connection[TupleRow]
@@ -91,6 +92,12 @@ SCHEMA = (
     # `id` last: the newest-first read (time, then id, descending) is then an index scan.
     "CREATE INDEX IF NOT EXISTS events_time ON events (time, id)",
     "CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, time, id)",
+    # How many rows `logs` holds. commit_batch adds what it inserted as the last statement
+    # of the batch's transaction: collectors of other files wait on this row only for a commit.
+    """CREATE TABLE IF NOT EXISTS logs_count (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        records BIGINT NOT NULL
+    )""",
 )
 
 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog (unique violation on
@@ -104,6 +111,11 @@ _INSERT = (
     + ") ON CONFLICT (pos) DO NOTHING"
 )
 _SELECT_POSITION = 'SELECT "offset" FROM journal_positions WHERE file = %s FOR UPDATE'
+_ADD_RECORDS = "UPDATE logs_count SET records = records + %s WHERE id = 1"
+_RECOUNT = (
+    "INSERT INTO logs_count (id, records) SELECT 1, count(*) FROM logs "
+    "ON CONFLICT (id) DO UPDATE SET records = excluded.records"
+)
 
 
 class PostgresStore:
@@ -201,9 +213,7 @@ class PostgresStore:
 
     def migrate(self) -> None:
         with self._transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            for statement in SCHEMA:
-                conn.execute(statement)
+            create_schema(conn)
 
     def ping(self) -> None:
         with self._transaction() as conn:
@@ -236,8 +246,10 @@ class PostgresStore:
             if entries:
                 columns = list(zip(*(_values(entry) for entry in entries), strict=True))
                 cursor = conn.execute(_INSERT, [list(column) for column in columns])
-                inserted = max(cursor.rowcount, 0)
+                inserted = max(cursor.rowcount, 0)  # ON CONFLICT DO NOTHING: the new rows only
             conn.execute('UPDATE journal_positions SET "offset" = %s WHERE file = %s', (end, file))
+            if inserted and conn.execute(_ADD_RECORDS, (inserted,)).rowcount != 1:
+                raise StoreError(f"{self.where}: {NO_COUNTER}")
         return inserted
 
     def query(self, query: LogQuery) -> list[LogRow]:
@@ -253,8 +265,10 @@ class PostgresStore:
 
     def count(self) -> int:
         with self._transaction() as conn:
-            row = conn.execute("SELECT count(*) FROM logs").fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute("SELECT records FROM logs_count WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.where}: {NO_COUNTER}")
+        return int(row[0])
 
     def add_event(self, event: Event) -> None:
         stored, data = prepare_event(event)
@@ -283,6 +297,22 @@ class PostgresStore:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+def create_schema(conn: psycopg.Connection[Any], *, recount: bool = False) -> None:
+    """Create what is missing, inside `conn`'s transaction, under the migration lock.
+
+    The record counter is counted from `logs` when it is new (a new database, or one from
+    before the counter) or when `recount` asks: a restore may leave it off.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+    for statement in SCHEMA:
+        conn.execute(statement)
+    if recount or conn.execute("SELECT 1 FROM logs_count WHERE id = 1").fetchone() is None:
+        # SHARE waits for the batches in flight and holds new ones off until this commits,
+        # so the count is exact; the next statement's snapshot sees every committed row.
+        conn.execute("LOCK TABLE logs IN SHARE MODE")
+        conn.execute(_RECOUNT)
 
 
 def _conninfo(url: str, connect_timeout: int) -> str:

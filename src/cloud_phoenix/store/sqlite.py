@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
 CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, time);
+-- How many rows `logs` holds: commit_batch adds what it inserted, in the batch's transaction.
+CREATE TABLE IF NOT EXISTS logs_count (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    records INTEGER NOT NULL
+);
 """
 
 _COLUMNS = ", ".join(("pos", *RECORD_FIELDS))
@@ -64,6 +69,9 @@ _INSERT = (
     f"INSERT OR IGNORE INTO logs ({_COLUMNS}) "  # noqa: S608 - fixed column names
     f"VALUES ({', '.join('?' * (len(RECORD_FIELDS) + 1))})"
 )
+_ADD_RECORDS = "UPDATE logs_count SET records = records + ? WHERE id = 1"
+_RECOUNT = "INSERT OR REPLACE INTO logs_count (id, records) SELECT 1, count(*) FROM logs"
+NO_COUNTER = "the record counter (table logs_count) is missing: run migrate first"
 
 
 def where_clause(query: LogQuery, placeholder: str) -> tuple[str, list[object]]:
@@ -159,7 +167,7 @@ class SQLiteStore:
 
     def migrate(self) -> None:
         with self._errors() as conn:
-            conn.executescript(SCHEMA)
+            create_schema(conn)
 
     def ping(self) -> None:
         with self._errors() as conn:
@@ -184,7 +192,9 @@ class SQLiteStore:
                     )
                 before = conn.total_changes
                 conn.executemany(_INSERT, [_values(entry) for entry in entries])
-                inserted = conn.total_changes - before
+                inserted = conn.total_changes - before  # INSERT OR IGNORE: the new rows only
+                if inserted and conn.execute(_ADD_RECORDS, (inserted,)).rowcount != 1:
+                    raise StoreError(f"SQLite database {self.path}: {NO_COUNTER}")
                 conn.execute(
                     'INSERT INTO journal_positions (file, "offset") VALUES (?, ?) '
                     'ON CONFLICT (file) DO UPDATE SET "offset" = excluded."offset"',
@@ -208,7 +218,10 @@ class SQLiteStore:
 
     def count(self) -> int:
         with self._errors() as conn:
-            return int(conn.execute("SELECT count(*) FROM logs").fetchone()[0])
+            row = conn.execute("SELECT records FROM logs_count WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError(f"SQLite database {self.path}: {NO_COUNTER}")
+        return int(row[0])
 
     def add_event(self, event: Event) -> None:
         stored, data = prepare_event(event)
@@ -238,6 +251,25 @@ class SQLiteStore:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def create_schema(conn: sqlite3.Connection, *, recount: bool = False) -> None:
+    """Create what is missing, in one write transaction (which excludes every collector).
+
+    The record counter is counted from `logs` when it is new (a new database, or one from
+    before the counter) or when `recount` asks: a restored copy may lack it or be off.
+    `conn` is in autocommit mode (isolation_level None).
+    """
+    try:
+        # BEGIN inside the script: executescript commits a transaction begun before it.
+        conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+        if recount or conn.execute("SELECT 1 FROM logs_count WHERE id = 1").fetchone() is None:
+            conn.execute(_RECOUNT)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:

@@ -10,7 +10,8 @@ connection string without it and the password in PGPASSWORD.
 A restore first reads the dump's data (`pg_restore --data-only` to a pipe) and counts the
 rows of `logs` and `events`; if they differ from the manifest nothing is touched. Then
 `pg_restore --clean --if-exists --single-transaction` replaces the tables in one
-transaction: it is all there, or (on any error) the target is as it was.
+transaction: it is all there, or (on any error) the target is as it was. The store's
+record counter is then counted afresh from the restored records.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from cloud_phoenix.platform.backup.errors import (
 from cloud_phoenix.platform.backup.files import create_private, fsync_file, temp_path
 from cloud_phoenix.platform.backup.manifest import Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot, lines
+from cloud_phoenix.store.postgres import create_schema
 from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
 
 FORMAT = "pg_dump-custom"
@@ -177,7 +179,13 @@ def restore(dump: Path, url: str, manifest: Manifest, progress: Progress) -> Res
             "pg_restore", code, tail, server, " (one transaction: the target is unchanged)"
         )
     with server.connect() as conn:
-        records, events, _ = _counts(conn)
+        try:
+            # The dump's counter, or the target's own if the dump predates it, may disagree
+            # with the restored records: count them, under the store's migration lock.
+            create_schema(conn, recount=True)
+            records, events, _ = _counts(conn)
+        except psycopg.Error as exc:
+            raise BackupError(f"{server.where}: after the restore: {server.scrub(exc)}") from None
     return Restored(records, events)
 
 

@@ -6,10 +6,11 @@ a writer would restart a page-by-page backup at every commit). The copy is switc
 rollback journal, so the dump is one self-contained file, and counted before compression.
 
 A restore goes the other way through the same API: the dump is decompressed and checked
-(integrity, counts against the manifest) in a temp file beside the target, and only then
-copied into the target in one write transaction. A running stack can stay up: SQLite locks
-the target while it is replaced, and its connections see the restored content after. Never
-a file rename over a live database, whose -wal file would then belong to another database.
+(integrity, counts against the manifest) in a temp file beside the target, its record
+counter counted afresh, and only then copied into the target in one write transaction. A
+running stack can stay up: SQLite locks the target while it is replaced, and its
+connections see the restored content after. Never a file rename over a live database,
+whose -wal file would then belong to another database.
 
 The decompression stops one read past the size the manifest declares (a bomb is refused,
 exit 65) and never goes beyond the free space (exit 73), which alone bounds a manifest
@@ -45,7 +46,7 @@ from cloud_phoenix.platform.backup.files import (
 from cloud_phoenix.platform.backup.manifest import Artefact, Manifest
 from cloud_phoenix.platform.backup.snapshot import Progress, Restored, Snapshot
 from cloud_phoenix.store import StoreError
-from cloud_phoenix.store.sqlite import SQLiteStore
+from cloud_phoenix.store.sqlite import SQLiteStore, create_schema
 
 FORMAT = "sqlite-gzip"
 PAGES_PER_STEP = 1024
@@ -92,13 +93,14 @@ def restore(dump: Path, url: str, manifest: Manifest, progress: Progress) -> Res
         try:
             _check_integrity(check, dump.name)
             records, events, _ = _counts(check)
+            if (records, events) != (manifest.records, manifest.events):
+                raise BadBackup(
+                    f"{dump.name} holds {records} records and {events} events, the manifest "
+                    f"says {manifest.records} and {manifest.events}: mismatched"
+                )
+            _recount(check, dump.name)
         finally:
             check.close()
-        if (records, events) != (manifest.records, manifest.events):
-            raise BadBackup(
-                f"{dump.name} holds {records} records and {events} events, the manifest says "
-                f"{manifest.records} and {manifest.events}: mismatched"
-            )
         source, dest = _connect(raw), _connect(target)
         try:
             _copy(source, dest, progress, "restore", target)
@@ -181,6 +183,15 @@ def _counts(conn: sqlite3.Connection) -> tuple[int, int, dict[str, int]]:
         rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
         positions = {str(file): int(offset) for file, offset in rows}
     return int(records), int(events), positions
+
+
+def _recount(conn: sqlite3.Connection, name: str) -> None:
+    """Give the copy the current schema and a record counter that agrees with its records,
+    whatever the backup held (a backup from before the counter has none)."""
+    try:
+        create_schema(conn, recount=True)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot prepare {name} for the restore: {exc}") from None
 
 
 def _check_integrity(conn: sqlite3.Connection, name: str) -> None:
