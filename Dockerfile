@@ -81,16 +81,6 @@ RUN python3 /usr/local/lib/fetch_ca_bundle.py "$RDS_CA_BUNDLE_URL" /rds-global-b
 
 FROM ${BASE_IMAGE} AS runtime
 
-ARG BASE_IMAGE
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="cloud-phoenix" \
-      org.opencontainers.image.description="The Phoenix application: phoenix serve, collect, backup" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="${BASE_IMAGE}"
-
 # HAProxy from the base's Debian release, for `phoenix up` (the one-host stack with its own
 # edge) inside the container. Not pinned to a version: Debian's security updates replace it
 # in place, and an old pin would stop building once the archive drops that version.
@@ -120,6 +110,17 @@ RUN groupadd --system --gid 10001 phoenix \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=rds-ca --chmod=0644 /rds-global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem
 COPY --chmod=0755 deploy/docker/backup-loop.sh /usr/local/bin/phoenix-backup-loop
+
+# After every step that takes time: a new revision changes the labels and nothing else.
+ARG BASE_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="cloud-phoenix" \
+      org.opencontainers.image.description="The Phoenix application: phoenix serve, collect, backup" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 WORKDIR /var/lib/phoenix
 VOLUME ["/var/lib/phoenix"]
