@@ -23,7 +23,7 @@ from cloud_phoenix.containers.engine import (
 from cloud_phoenix.containers.image import BuildResult, ImageBuilder, default_cache
 from tests.fixtures.containers import REPO, why_docker_cannot_run
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]  # the first builds the image
 
 
 @pytest.fixture

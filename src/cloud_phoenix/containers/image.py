@@ -4,7 +4,8 @@ Online (the default) the build is a user's `docker build`: the public Python bas
 package index, AWS's trust store. Offline, the Dockerfile's build arguments name what this
 module makes instead:
 - BASE_IMAGE: Debian's Python 3.11 (python3, python3-venv, ca-certificates) installed by
-  mmdebstrap from the host's apt sources, imported as cloud-phoenix-base:KEY;
+  mmdebstrap from Debian's archive (with the host's apt settings), imported as
+  cloud-phoenix-base:KEY;
 - WHEELS: the locked runtime packages and the build backend, downloaded by pip on the host
   for the base's Python and platform, imported as cloud-phoenix-wheels:KEY;
 - RDS_CA_BUNDLE_URL: a local CA file, served on loopback while the build runs.
