@@ -13,14 +13,9 @@ import pytest
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.containers.dockercli import ContainerError
-from cloud_phoenix.containers.engine import (
-    CGROUP_ROOT,
-    PrivateEngine,
-    dockerd_pid,
-    mounts_below,
-    ping,
-)
+from cloud_phoenix.containers.engine import PrivateEngine, dockerd_pid, ping
 from cloud_phoenix.containers.image import BuildResult, ImageBuilder, default_cache
+from cloud_phoenix.containers.leftovers import CGROUP_ROOT, mounts_below
 from tests.fixtures.containers import REPO, why_docker_cannot_run
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]  # the first builds the image

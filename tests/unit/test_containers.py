@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloud_phoenix.containers.dockercli import ContainerError, find_cli, run_logged
-from cloud_phoenix.containers.engine import EnginePaths, dockerd_command, mounts_below
+from cloud_phoenix.containers.engine import EnginePaths, dockerd_command
 from cloud_phoenix.containers.image import (
     BASE_PACKAGES,
     BASE_SUITE,
@@ -20,6 +20,7 @@ from cloud_phoenix.containers.image import (
     content_key,
     served_file,
 )
+from cloud_phoenix.containers.leftovers import mounts_below
 
 
 def test_dockerd_keeps_everything_in_its_folder_and_makes_no_network() -> None:
