@@ -1,39 +1,66 @@
-# syntax=docker/dockerfile:1
 # cloud-phoenix: the application image. `phoenix serve` by default (the application, and
 # its collector as a child unless PHOENIX_SERVE_COLLECTOR=false); the same image runs
-# `phoenix collect` and `phoenix backup` (compose.yaml starts all three).
+# `phoenix collect` and `phoenix backup` (compose.yaml starts all three), and carries HAProxy.
 #
 #   docker build -t cloud-phoenix .
 #   docker run --rm -p 8080:8080 -v phoenix-home:/var/lib/phoenix cloud-phoenix
 #
+# No `# syntax=` line: the Dockerfile frontend built into the engine's BuildKit builds it, so
+# no frontend image has to be pulled (an engine that cannot reach a registry builds it too).
+#
+# Build arguments; each defaults to the ordinary online build:
+#   BASE_IMAGE          the Python 3.11 base of every stage (python:3.11-slim-bookworm).
+#   WHEELS              an image whose root holds the wheels of requirements.lock's runtime
+#                       packages and of the build backend (default: none, `scratch`). With a
+#                       wheelhouse, pip installs from it alone (--no-index). With buildx,
+#                       `--build-context wheels=DIR` gives a folder instead.
+#   RDS_CA_BUNDLE_URL   where the Amazon RDS CA bundle comes from (AWS's trust store); the
+#                       DocumentDB connection string names it as tlsCAFile.
+# `python -m cloud_phoenix.containers build` makes all three for an offline build (a base
+# from Debian packages, a wheelhouse downloaded beforehand, a local CA file served on
+# loopback) and runs the build with them: README, "Beyond one host".
+#
 # The base is pinned by tag only: this file was written where no registry could be asked
-# for the digest. Where one can, pin both stages to it as well, e.g.
+# for the digest. Where one can, pin it as well, e.g.
 #   docker buildx imagetools inspect python:3.11-slim-bookworm   (the "Digest:" line)
-#   FROM python:3.11-slim-bookworm@sha256:<that digest>
-# and let a bot (Dependabot, Renovate) move it. Both stages must use the same base: the
-# virtual environment's interpreter is a link to the base's /usr/local/bin/python3.
+#   ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:<that digest>
+# and let a bot (Dependabot, Renovate) move it. Every stage uses the same base: the virtual
+# environment's interpreter is a link to the base's python3.
 
-FROM python:3.11-slim-bookworm AS builder
+# checkov:skip=CKV_DOCKER_7: every FROM names a build argument, which checkov does not resolve; BASE_IMAGE's default carries a version tag, WHEELS's is scratch (tests/integration/test_container_files.py checks both)
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG WHEELS=scratch
+
+# The wheelhouse, if any: mounted into the pip steps, never copied into an image.
+FROM ${WHEELS} AS wheels
+
+
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 
 # The dependencies first, in a layer of their own: it is rebuilt only when the lock or the
 # project's dependency list changes. requirements.lock is compiled with the dev extra, so it
 # is given as constraints: every runtime package (and every package those need) is installed
 # at its locked version, the test and lint tools (pytest, mypy, Playwright ...) not at all.
+# A wheelhouse given (WHEELS) is the only source: an offline build never reaches out.
 COPY pyproject.toml requirements.lock ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('runtime.txt', 'w').write('\n'.join(deps) + '\n')" \
- && /opt/venv/bin/pip install --no-cache-dir -r runtime.txt -c requirements.lock
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    python3 -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('runtime.txt', 'w').write('\n'.join(deps) + '\n')" \
+ && if [ -n "$(ls -A /wheels)" ]; then set -- --no-index --find-links /wheels; fi \
+ && /opt/venv/bin/pip install --no-cache-dir "$@" -r runtime.txt -c requirements.lock
 
 # Then the application itself, without touching the dependencies. The build fails if a
 # requirement is broken (pip check) or if any package is not at its locked version: one the
 # lock does not name would otherwise come in at whatever version is newest.
 COPY README.md deploy/docker/verify_locked.py ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    if [ -n "$(ls -A /wheels)" ]; then set -- --no-index --find-links /wheels; fi \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps "$@" . \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/pip uninstall --yes pip setuptools \
  && /opt/venv/bin/python verify_locked.py requirements.lock --ignore cloud-phoenix \
@@ -43,16 +70,25 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
 # should not compile anything again.
 
 
-FROM python:3.11-slim-bookworm AS runtime
+# The CA bundle that verifies DocumentDB's certificate (not signed by a public CA), in a
+# stage of its own so that a new URL rebuilds nothing else. The build fails if what comes
+# back holds no CA certificate; the build log shows its SHA-256 and certificate count.
+FROM ${BASE_IMAGE} AS rds-ca
+ARG RDS_CA_BUNDLE_URL=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+COPY deploy/docker/fetch_ca_bundle.py /usr/local/lib/
+RUN python3 /usr/local/lib/fetch_ca_bundle.py "$RDS_CA_BUNDLE_URL" /rds-global-bundle.pem
 
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="cloud-phoenix" \
-      org.opencontainers.image.description="The Phoenix application: phoenix serve, collect, backup" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
+
+FROM ${BASE_IMAGE} AS runtime
+
+# HAProxy from the base's Debian release, for `phoenix up` (the one-host stack with its own
+# edge) inside the container. Not pinned to a version: Debian's security updates replace it
+# in place, and an old pin would stop building once the archive drops that version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/*
 
 # Every write goes under PHOENIX_HOME (journal/, db/, logs/, run/, backups/) or /tmp, so the
 # container runs with a read-only root file system.
@@ -72,18 +108,32 @@ RUN groupadd --system --gid 10001 phoenix \
  && install -d -o phoenix -g phoenix -m 0750 /var/lib/phoenix
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=rds-ca --chmod=0644 /rds-global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem
 COPY --chmod=0755 deploy/docker/backup-loop.sh /usr/local/bin/phoenix-backup-loop
+
+# After every step that takes time: a new revision changes the labels and nothing else.
+ARG BASE_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="cloud-phoenix" \
+      org.opencontainers.image.description="The Phoenix application: phoenix serve, collect, backup" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 WORKDIR /var/lib/phoenix
 VOLUME ["/var/lib/phoenix"]
 USER 10001:10001
 EXPOSE 8080
 
-# Liveness on /health with the interpreter already in the image (slim has no curl); proxies
-# from the environment are ignored, the check is for this container's own port. `collect`
-# and the backup loop serve no HTTP: turn the check off where they run (compose.yaml does).
+# Liveness on /health with the interpreter already in the image (slim has no curl), at the
+# address the server listens on: PHOENIX_HOST (a replica on the host network listens on an
+# address of its own, e.g. 127.0.1.3), the loopback for an any-address. Proxies from the
+# environment are ignored: the check is for this container's own port. `collect` and the
+# backup loop serve no HTTP: turn the check off where they run (compose.yaml does).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as r; r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request as r; h = os.environ.get('PHOENIX_HOST') or '127.0.0.1'; h = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h = '[%s]' % h if ':' in h else h; r.build_opener(r.ProxyHandler({})).open('http://%s:%s/health' % (h, os.environ.get('PORT', '8080')), timeout=3)"]
 
 # SIGTERM: uvicorn stops accepting, lets in-flight requests finish, the collector flushes.
 STOPSIGNAL SIGTERM

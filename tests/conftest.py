@@ -4,9 +4,10 @@ from __future__ import annotations
 
 # postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve);
 # backend, store_url, connect, store (one fresh store of each kind); browser (Chromium);
-# receiver (a loopback webhook).
+# receiver (a loopback webhook); engine, docker, image (a private Docker Engine, the image).
 pytest_plugins = [
     "tests.fixtures.browser",
+    "tests.fixtures.containers",
     "tests.fixtures.postgres",
     "tests.fixtures.server",
     "tests.fixtures.stores",

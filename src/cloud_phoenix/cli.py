@@ -59,6 +59,7 @@ def setup_logging(settings: Settings) -> None:
 def up() -> None:
     """Run the whole stack on PORT: HAProxy, gunicorn workers, collector, autoscaler."""
     from cloud_phoenix.platform.supervisor import Supervisor, log_to_file
+    from cloud_phoenix.store import StoreError
 
     settings = load_settings()
     setup_logging(settings)
@@ -67,6 +68,8 @@ def up() -> None:
         supervisor.prepare()
     except CannotStart as exc:
         raise fail(str(exc), exc.code) from None
+    except StoreError as exc:  # the database URL cannot be used (a TLS file it names ...)
+        raise fail(str(exc), exitcodes.CONFIG) from None
     log_to_file(settings)
     raise typer.Exit(supervisor.run())
 
@@ -78,15 +81,18 @@ def serve() -> None:
 
     from cloud_phoenix.app import create_app
     from cloud_phoenix.platform.host import listen, prepare_home
+    from cloud_phoenix.store import StoreError
 
     settings = load_settings()
     setup_logging(settings)
     try:
         prepare_home(settings)
         sock = listen(settings.host, settings.port, "application", backlog=2048)
+        app = create_app(settings)
     except CannotStart as exc:
         raise fail(str(exc), exc.code) from None
-    app = create_app(settings)
+    except StoreError as exc:  # the database URL cannot be used (a TLS file it names ...)
+        raise fail(str(exc), exitcodes.CONFIG) from None
     host, port = sock.getsockname()[:2]
     logging.getLogger(__name__).info(
         "serving on http://%s:%d (store %s)", host, port, app.state.runtime.store.backend

@@ -11,6 +11,7 @@ for `phoenix` and `sleep`, and on lock files made from this environment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,9 +19,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.certs import self_signed_pem
 from tests.fixtures.ports import free_port
 from tests.fixtures.server import PhoenixProcess
 
@@ -42,6 +47,7 @@ HELPERS = REPO / "deploy" / "docker"
 BACKUP_LOOP = HELPERS / "backup-loop.sh"
 MONGO_INIT = HELPERS / "mongo-init.js"
 VERIFY_LOCKED = HELPERS / "verify_locked.py"
+FETCH_CA_BUNDLE = HELPERS / "fetch_ca_bundle.py"
 
 PHOENIX_SERVICES = ("app", "collector", "backup")
 # `${NAME:?message}`: compose refuses to start while NAME is unset or empty.
@@ -137,20 +143,56 @@ def test_checkov_fails_no_check_and_every_skip_gives_a_reason() -> None:
         assert check["check_result"].get("suppress_comment", "").strip(), check["check_id"]
 
 
+def global_arguments() -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults."""
+    found = {}
+    for keyword, arguments in instructions(DOCKERFILE.read_text()):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            found[name] = default
+    return found
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    [found] = [s for s in stages() if s[0][1].lower().endswith(f" as {name}")]
+    return found
+
+
 def test_the_image_is_built_in_stages_from_a_pinned_slim_base() -> None:
-    all_stages = stages()
-    assert len(all_stages) >= 2
-    for stage in all_stages:
-        image = stage[0][1].split()[0]
-        name, _, tag = image.partition(":")
-        assert name == "python" and "slim" in tag and tag != "latest", image
-    builder = all_stages[0]
+    # What checkov's CKV_DOCKER_7 would check, had it read the arguments' defaults.
+    defaults = global_arguments()
+    name, _, tag = defaults["BASE_IMAGE"].partition(":")
+    assert name == "python" and "slim" in tag and tag != "latest", defaults["BASE_IMAGE"]
+    assert defaults["WHEELS"] == "scratch"  # no wheelhouse: pip uses the package index
+    bases = {s[0][1].split()[0] for s in stages()}
+    assert bases == {"${BASE_IMAGE}", "${WHEELS}"}
+    assert stage("wheels")[0][1].split()[0] == "${WHEELS}"
+    builder = stage("builder")
     builder_runs = " ".join(values(builder, "RUN"))
     assert "-c requirements.lock" in builder_runs
     assert "verify_locked.py requirements.lock" in builder_runs
+    assert builder_runs.count("from=wheels") == builder_runs.count("pip install")
     runtime = runtime_stage()
     assert any(c.startswith("--from=") and "/opt/venv" in c for c in values(runtime, "COPY"))
     assert not any("pip install" in command for command in values(runtime, "RUN"))
+
+
+def test_the_runtime_carries_haproxy_and_the_rds_ca_bundle() -> None:
+    runtime = runtime_stage()
+    installs = " ".join(values(runtime, "RUN"))
+    assert "apt-get install" in installs and " haproxy" in installs
+    assert "rm -rf /var/lib/apt/lists/*" in installs
+    fetch = " ".join(values(stage("rds-ca"), "RUN"))
+    assert "fetch_ca_bundle.py" in fetch and "$RDS_CA_BUNDLE_URL" in fetch
+    [default] = [a for a in values(stage("rds-ca"), "ARG") if a.startswith("RDS_CA_BUNDLE_URL=")]
+    assert default.endswith("=https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem")
+    # Where the DocumentDB connection string of deploy/aws looks for it.
+    assert any(
+        c.startswith("--from=rds-ca") and c.endswith(" /etc/ssl/certs/rds-global-bundle.pem")
+        for c in values(runtime, "COPY")
+    )
 
 
 def test_the_runtime_runs_phoenix_serve_as_a_non_root_user() -> None:
@@ -187,6 +229,12 @@ def test_the_healthcheck_passes_on_a_serving_app_and_fails_without_one(
     assert here.returncode == 0, here.stderr
     gone = run([sys.executable, *command[1:]], env={**env, "PORT": str(free_port())})
     assert gone.returncode != 0
+    # It probes PHOENIX_HOST, where the server listens (a replica: an address of its own);
+    # the any-address means the loopback. The server here is on 127.0.0.1 only.
+    port = {"PORT": str(phoenix_server.port)}
+    for host, answers in (("127.0.0.1", True), ("0.0.0.0", True), ("127.0.0.2", False)):
+        probe = run([sys.executable, *command[1:]], env={**env, **port, "PHOENIX_HOST": host})
+        assert (probe.returncode == 0) is answers, (host, probe.stderr)
 
 
 # -- .dockerignore ---------------------------------------------------------------------------
@@ -513,3 +561,56 @@ def test_the_backup_loop_refuses_a_time_that_is_not_hh_mm(tmp_path: Path) -> Non
     assert result.returncode == 78
     assert "PHOENIX_BACKUP_AT=25:00 is not valid" in result.stderr
     assert not calls.exists()
+
+
+@contextmanager
+def served(files: dict[str, bytes]) -> Iterator[str]:
+    """`files` on a loopback HTTP server while the block runs; yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path.lstrip("/"))
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_ca_bundle_fetch_keeps_only_ca_certificates(tmp_path: Path) -> None:
+    bundle = self_signed_pem("test CA one") + self_signed_pem("test CA two")
+    files = {
+        "bundle.pem": bundle,
+        "error.html": b"<html><body>503 Service Unavailable</body></html>",
+        "leaf.pem": self_signed_pem("not a CA", ca=False),
+    }
+    dest = tmp_path / "rds-global-bundle.pem"
+    with served(files) as url:
+        good = run([sys.executable, str(FETCH_CA_BUNDLE), f"{url}/bundle.pem", str(dest)])
+        assert good.returncode == 0, good.stderr
+        assert dest.read_bytes() == bundle
+        assert "2 CA certificates" in good.stdout
+        assert hashlib.sha256(bundle).hexdigest() in good.stdout  # to compare by hand
+        dest.unlink()
+        for name, why in (
+            ("error.html", "not PEM certificates"),
+            ("leaf.pem", "no CA certificate"),
+            ("missing.pem", "404"),
+        ):
+            bad = run([sys.executable, str(FETCH_CA_BUNDLE), f"{url}/{name}", str(dest)])
+            assert bad.returncode == 1 and why in bad.stderr, (name, bad.stderr)
+            assert not dest.exists(), name
+    local = run([sys.executable, str(FETCH_CA_BUNDLE), f"file://{tmp_path}/x.pem", str(dest)])
+    assert local.returncode == 1 and "not an http(s) URL" in local.stderr

@@ -239,3 +239,21 @@ def test_ctrl_c_stops_serve_and_its_collector_once(tmp_path: Path) -> None:
         assert {f"int-{n}" for n in range(10)} <= got
     finally:
         store.close()
+
+
+def test_a_missing_ca_file_in_the_database_url_stops_serve_with_exit_78(tmp_path: Path) -> None:
+    """DocumentDB's URL names the RDS CA bundle (tlsCAFile); without the file, serve says so
+    and exits with the configuration code, so that an orchestrator does not restart it."""
+    url = (
+        "mongodb://phoenix:hunter2@127.0.0.1:9/phoenix?tls=true"
+        f"&tlsCAFile={tmp_path}/rds-global-bundle.pem"
+    )
+    result = run_phoenix(
+        "serve",
+        PHOENIX_HOME=str(tmp_path / "home"),
+        PORT=str(free_port()),
+        DB_CONNECTION_STRING=url,
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"tlsCAFile={tmp_path}/rds-global-bundle.pem" in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr

@@ -74,3 +74,12 @@ def test_a_second_stack_on_the_same_home_is_refused(tmp_path: Path) -> None:
     assert result.returncode == exitcodes.PORT_TAKEN
     assert f"pid {stack.process.pid}" in result.stderr
     assert "its own PHOENIX_HOME" in result.stderr
+
+
+def test_a_missing_ca_file_in_the_database_url(tmp_path: Path) -> None:
+    missing = tmp_path / "rds-global-bundle.pem"
+    url = f"mongodb://phoenix:hunter2@127.0.0.1:9/phoenix?tls=true&tlsCAFile={missing}"
+    result = up(tmp_path / "home", DB_CONNECTION_STRING=url)
+    assert result.returncode == exitcodes.CONFIG, result.stderr
+    assert f"tlsCAFile={missing}" in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr

@@ -86,6 +86,8 @@ _EVENT_INDEXES = [
     IndexModel([("kind", ASCENDING), *_ORDER], name="kind_time"),
 ]
 _EVENT_FIELDS = {"_id": 0, "time": 1, "kind": 1, "message": 1, "data": 1}
+# URL options naming files that the client reads when it is built (lower case).
+_TLS_FILE_OPTIONS = frozenset({"tlscafile", "tlscertificatekeyfile", "tlscrlfile"})
 
 
 class MongoStore:
@@ -112,6 +114,10 @@ class MongoStore:
             raise StoreError(
                 f"invalid MongoDB URL for {self.target}: {self._scrub(error_detail(exc))}"
             ) from None
+        except OSError as exc:
+            # The client reads the TLS files the URL names as it is built: missing, a folder,
+            # unreadable, or no PEM in it (ssl.SSLError is an OSError).
+            raise StoreError(self._tls_file_error(url, exc)) from None
         self._logs: Collection[Document] = database[LOGS]
         self._positions: Collection[Document] = database[POSITIONS]
         self._events: Collection[Document] = database[EVENTS]
@@ -332,6 +338,24 @@ class MongoStore:
                     "is the server running and the URL right?"
                 ) from exc
             raise StoreError(f"MongoDB at {self.target}: cannot {doing}: {detail}") from exc
+
+    def _tls_file_error(self, url: str, exc: OSError) -> str:
+        """Which TLS file of the URL failed, and what to do; pymongo names only the option."""
+        named = [
+            (key, value)
+            for key, value in parse_qsl(url.partition("?")[2])
+            if key.lower() in _TLS_FILE_OPTIONS
+        ]
+        detail = self._scrub(str(exc))
+        # "The tlscafile file is not readable": the option in lower case. An SSLError about
+        # the contents names none, and then every file the URL names is shown.
+        blamed = [(k, v) for k, v in named if k.lower() in detail.lower()] or named
+        files = ", ".join(f"{key}={value}" for key, value in blamed)
+        return (
+            f"MongoDB at {self.target}: cannot use the TLS file {files} that the database URL "
+            f"names ({detail}): put the file there or correct the path (the image carries the "
+            "RDS CA bundle for DocumentDB at /etc/ssl/certs/rds-global-bundle.pem)"
+        )
 
     def _scrub(self, text: str) -> str:
         return scrub(text, self._secrets)
