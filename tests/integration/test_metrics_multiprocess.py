@@ -52,11 +52,16 @@ def test_request_counts_are_summed_over_every_worker(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
+        probes = 0  # those that may have reached a worker, and been counted there
         while time.monotonic() < deadline:
             try:
+                probes += 1
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx.ConnectError:  # refused: no worker saw it
+                probes -= 1
+                time.sleep(0.1)
+            except httpx.HTTPError:  # a slow answer, counted by the worker all the same
                 time.sleep(0.1)
         workers = set()
         for n in range(60):  # a new connection each: the kernel spreads them over workers
@@ -73,7 +78,7 @@ def test_request_counts_are_summed_over_every_worker(tmp_path: Path) -> None:
             )
             assert match, text[:2000]
             assert float(match.group(1)) >= 60
-            assert float(match.group(1)) <= 61  # the readiness probe above, at most
+            assert float(match.group(1)) <= 60 + probes
     finally:
         gunicorn.send_signal(signal.SIGTERM)
         try:
