@@ -1,7 +1,8 @@
 """Prometheus figures of the application, correct when several worker processes serve.
 
 When PROMETHEUS_MULTIPROC_DIR is set (gunicorn with several workers), each process writes
-its values to files there and a scrape sums them; otherwise the process's own registry serves,
+its values to files there and a scrape sums them (the gunicorn master folds the files of dead
+workers into an archive: platform/metricsfold.py); otherwise the process's own registry serves,
 and the per-request figures are plain counts turned into Prometheus families when scraped.
 """
 
@@ -15,11 +16,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from cloud_phoenix.config import Settings
 from cloud_phoenix.platform.backup.catalog import scan
+from cloud_phoenix.platform.metricsfold import collect
 from cloud_phoenix.platform.status import read_status
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -40,6 +41,16 @@ class _Computed(Collector):
         for name, value in values.items():
             help_text = name.replace("phoenix_", "").replace("_", " ")
             yield GaugeMetricFamily(name, help_text, value=value)
+
+
+class _Collected(Collector):
+    """Families read before the scrape: every worker's files, read while no fold runs."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 REQUESTS = ("phoenix_requests", "HTTP requests answered, by route, method and status")
@@ -151,7 +162,7 @@ class Metrics:
         if self.multiproc_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        registry.register(_Collected(collect(self.multiproc_dir)))
         for read in self._computed:
             registry.register(_Computed(read))
         return generate_latest(registry)

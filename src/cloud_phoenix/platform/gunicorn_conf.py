@@ -5,11 +5,16 @@ Everything else is passed on gunicorn's command line by the supervisor.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from cloud_phoenix.childproc import die_with_parent
+from cloud_phoenix.platform.metricsfold import fold_dead
+
+log = logging.getLogger(__name__)
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -20,8 +25,16 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges from the multi-process metrics (its counters stay)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    """Drop a dead worker's live gauges from the multi-process metrics, and fold the counters
+    and histograms of every process that is gone into the archive (see metricsfold), so that
+    crashes neither add files nor slow a scrape down."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
+    try:
+        fold_dead(Path(directory))
+    except Exception:  # an exception here would stop the master: the files wait for the next
+        log.exception("metrics fold failed; the files stay until the next worker exits")
