@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
+from cloud_phoenix.platform.children import Child
+from cloud_phoenix.platform.stackspec import collector_spec
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import start_phoenix
@@ -236,3 +238,30 @@ def test_crash_of_serve_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> 
     drill_ids = sorted(rid for rid in ids.elements() if rid.startswith(("r", "crash-")))
     assert drill_ids == sorted(rids)  # the rest are the fixture's readiness probes
     assert {row.record.status for row in crash_rows} == {500}
+
+
+def test_a_collector_stopped_while_it_starts_still_makes_its_last_pass(tmp_path: Path) -> None:
+    """The collector child as `phoenix up` and `phoenix serve` start it, sent SIGTERM 0 to
+    200 ms after its start, mostly while it still imports: it holds the stop until its
+    handler is in place, then collects every line and exits 0, instead of dying on it."""
+    failures = []
+    for round_ in range(2):
+        for instant in (0.0, 0.01, 0.05, 0.1, 0.2):
+            home = tmp_path / f"r{round_}-{instant * 1000:.0f}ms"
+            with JournalFeeder(home / "journal", 50) as feeder:
+                pass
+            db_url = f"sqlite:///{home}/db/phoenix.sqlite3"
+            store = open_store(db_url)
+            try:
+                store.migrate()  # its tables exist even if the child dies before it migrates
+                env = {**os.environ, "PHOENIX_HOME": str(home), "DB_CONNECTION_STRING": db_url}
+                child = Child(collector_spec({**env, "PHOENIX_COLLECT_INTERVAL": "5"}, None))
+                child.start(time.monotonic())
+                time.sleep(instant)  # the instant under test, not a wait for a condition
+                code = child.stop(grace=30)
+                ids = stored_ids(store)
+            finally:
+                store.close()
+            if code != 0 or ids != Counter(feeder.written):
+                failures.append(f"{instant * 1000:.0f} ms: exit {code}, {len(ids)} of 50 stored")
+    assert not failures, failures
