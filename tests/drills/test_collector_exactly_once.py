@@ -3,6 +3,7 @@ dies. Bounded in count and time; traffic only to 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,9 +22,10 @@ import pytest
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
 from cloud_phoenix.platform.children import Child
 from cloud_phoenix.platform.stackspec import collector_spec
+from cloud_phoenix.platform.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.server import start_phoenix
+from tests.fixtures.server import PhoenixProcess, running_stack, start_phoenix
 
 pytestmark = pytest.mark.drill
 
@@ -265,3 +267,41 @@ def test_a_collector_stopped_while_it_starts_still_makes_its_last_pass(tmp_path:
             if code != 0 or ids != Counter(feeder.written):
                 failures.append(f"{instant * 1000:.0f} ms: exit {code}, {len(ids)} of 50 stored")
     assert not failures, failures
+
+
+def running_collector(stack: PhoenixProcess, not_one_of: list[int]) -> int:
+    """The pid of the stack's collector once it runs and is none of `not_one_of`."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        child = ((read_status(stack.home / "run") or {}).get("children") or {}).get("collector")
+        if child and child["running"] and child["pid"] not in not_one_of:
+            return int(child["pid"])
+        time.sleep(0.02)
+    raise AssertionError("no new collector within 15 s")
+
+
+def test_a_stack_stopped_while_its_collector_waits_to_be_restarted_collects_everything(
+    tmp_path: Path,
+) -> None:
+    """Killed four times in a row, the collector of `phoenix up` is restarted a second later
+    at the earliest; a SIGTERM meanwhile finds no collector to make the last pass, and the
+    supervisor makes it: every journal line is in the store, once."""
+    with running_stack(tmp_path / "home", PHOENIX_COLLECT_INTERVAL="5") as stack:
+        killed: list[int] = []
+        for _ in range(4):
+            killed.append(running_collector(stack, killed))
+            os.kill(killed[-1], signal.SIGKILL)
+        with httpx.Client(base_url=stack.url, timeout=10) as client:
+            for n in range(10):
+                client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).raise_for_status()
+        assert stack.stop(timeout=40) == 0
+    journal: Counter[str] = Counter()
+    for path in (stack.home / "journal").glob("*.jsonl"):
+        journal.update(json.loads(line)["request_id"] for line in path.read_bytes().splitlines())
+    store = open_store(f"sqlite:///{stack.home}/db/phoenix.sqlite3")
+    try:
+        stored = stored_ids(store)
+    finally:
+        store.close()
+    assert {f"gap-{n}" for n in range(10)} <= set(journal)
+    assert stored == journal, f"{sum((journal - stored).values())} journal lines not collected"
