@@ -277,6 +277,7 @@ def stop_at(home: Path, instant: float) -> str:
     """Start serve, send requests until `instant` s after its first answer, then SIGTERM it;
     what went wrong, or "" when it exited 0 with every journal line in the store once."""
     answered: list[str] = []
+    problems: list[str] = []
     with httpx.Client(timeout=10) as client:  # made first: its TLS setup takes tens of ms
         server = start_phoenix(home, env={"PHOENIX_COLLECT_INTERVAL": "5"})
         first_answer = time.monotonic()
@@ -286,9 +287,12 @@ def stop_at(home: Path, instant: float) -> str:
                 headers = {"X-Request-ID": request_id}
                 client.get(server.url + "/health", headers=headers).raise_for_status()
                 answered.append(request_id)
+        except httpx.HTTPError as exc:
+            problems.append(f"request {len(answered)} failed: {exc!r}\n{server.log_tail(30)}")
         finally:
             code = server.stop()
-    problems = [f"exit code {code}"] if code != 0 else []
+    if code != 0:
+        problems.append(f"exit code {code}\n{server.log_tail(30)}")
     journal = journal_ids(home)
     if not set(answered) <= set(journal):
         problems.append(f"{len(set(answered) - set(journal))} answered requests not journaled")
