@@ -1,5 +1,5 @@
-"""Background child processes: idle CPU priority that holds against other sessions too, and
-death with the parent.
+"""Background child processes: idle CPU priority that holds against other sessions too,
+death with the parent, and a start that a stop cannot cut short.
 
 SCHED_IDLE yields the CPU at once, but only to tasks of the same scheduling group. Where the
 kernel groups processes by session (autogroups: on by default, for processes not put in a
@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 AUTOGROUP_NICE = 19  # the lowest: the autogroup's weight is 15 against a normal one's 1024
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 # Resolved once at import: a child that calls die_with_parent between fork and exec runs
 # nothing but the prctl call itself.
@@ -57,3 +61,21 @@ def die_with_parent(signum: int) -> None:
     """Ask the kernel to send `signum` to this process when its parent thread exits (Linux
     PR_SET_PDEATHSIG), so that no child outlives the process that relies on it."""
     _LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """SIGTERM and SIGINT blocked in the calling thread meanwhile. A child spawned here
+    inherits the mask across fork and exec, so a stop that comes while it is still importing
+    waits for its handlers (`release_stops`) instead of killing it before its last pass."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def release_stops() -> None:
+    """In a child started under `stops_held`, once its handlers are in place: a stop held
+    since its start reaches them now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

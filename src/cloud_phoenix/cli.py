@@ -131,6 +131,7 @@ def collect(
     once: Annotated[bool, typer.Option(help="Collect what is there, then exit.")] = False,
 ) -> None:
     """Tail the journal into the store (exactly once) until stopped."""
+    from cloud_phoenix.childproc import release_stops
     from cloud_phoenix.platform.collector import Collector
     from cloud_phoenix.platform.host import prepare_home
     from cloud_phoenix.store import StoreError, open_store
@@ -169,6 +170,9 @@ def collect(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Started as a child, it may have held a stop since its start (childproc.stops_held):
+    # the stop reaches `stop` now, and `run` makes its pass before it returns.
+    release_stops()
     logging.getLogger(__name__).info("collecting %s into %s", settings.journal_dir, store.backend)
     try:
         collector.run()

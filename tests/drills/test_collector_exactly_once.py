@@ -3,6 +3,7 @@ dies. Bounded in count and time; traffic only to 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,9 +20,12 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
+from cloud_phoenix.platform.children import Child
+from cloud_phoenix.platform.stackspec import collector_spec
+from cloud_phoenix.platform.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.server import start_phoenix
+from tests.fixtures.server import PhoenixProcess, running_stack, start_phoenix
 
 pytestmark = pytest.mark.drill
 
@@ -236,3 +240,68 @@ def test_crash_of_serve_mid_stream_loses_and_doubles_nothing(tmp_path: Path) -> 
     drill_ids = sorted(rid for rid in ids.elements() if rid.startswith(("r", "crash-")))
     assert drill_ids == sorted(rids)  # the rest are the fixture's readiness probes
     assert {row.record.status for row in crash_rows} == {500}
+
+
+def test_a_collector_stopped_while_it_starts_still_makes_its_last_pass(tmp_path: Path) -> None:
+    """The collector child as `phoenix up` and `phoenix serve` start it, sent SIGTERM 0 to
+    200 ms after its start, mostly while it still imports: it holds the stop until its
+    handler is in place, then collects every line and exits 0, instead of dying on it."""
+    failures = []
+    for round_ in range(2):
+        for instant in (0.0, 0.01, 0.05, 0.1, 0.2):
+            home = tmp_path / f"r{round_}-{instant * 1000:.0f}ms"
+            with JournalFeeder(home / "journal", 50) as feeder:
+                pass
+            db_url = f"sqlite:///{home}/db/phoenix.sqlite3"
+            store = open_store(db_url)
+            try:
+                store.migrate()  # its tables exist even if the child dies before it migrates
+                env = {**os.environ, "PHOENIX_HOME": str(home), "DB_CONNECTION_STRING": db_url}
+                child = Child(collector_spec({**env, "PHOENIX_COLLECT_INTERVAL": "5"}, None))
+                child.start(time.monotonic())
+                time.sleep(instant)  # the instant under test, not a wait for a condition
+                code = child.stop(grace=30)
+                ids = stored_ids(store)
+            finally:
+                store.close()
+            if code != 0 or ids != Counter(feeder.written):
+                failures.append(f"{instant * 1000:.0f} ms: exit {code}, {len(ids)} of 50 stored")
+    assert not failures, failures
+
+
+def running_collector(stack: PhoenixProcess, not_one_of: list[int]) -> int:
+    """The pid of the stack's collector once it runs and is none of `not_one_of`."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        child = ((read_status(stack.home / "run") or {}).get("children") or {}).get("collector")
+        if child and child["running"] and child["pid"] not in not_one_of:
+            return int(child["pid"])
+        time.sleep(0.02)
+    raise AssertionError("no new collector within 15 s")
+
+
+def test_a_stack_stopped_while_its_collector_waits_to_be_restarted_collects_everything(
+    tmp_path: Path,
+) -> None:
+    """Killed four times in a row, the collector of `phoenix up` is restarted a second later
+    at the earliest; a SIGTERM meanwhile finds no collector to make the last pass, and the
+    supervisor makes it: every journal line is in the store, once."""
+    with running_stack(tmp_path / "home", PHOENIX_COLLECT_INTERVAL="5") as stack:
+        killed: list[int] = []
+        for _ in range(4):
+            killed.append(running_collector(stack, killed))
+            os.kill(killed[-1], signal.SIGKILL)
+        with httpx.Client(base_url=stack.url, timeout=10) as client:
+            for n in range(10):
+                client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).raise_for_status()
+        assert stack.stop(timeout=40) == 0
+    journal: Counter[str] = Counter()
+    for path in (stack.home / "journal").glob("*.jsonl"):
+        journal.update(json.loads(line)["request_id"] for line in path.read_bytes().splitlines())
+    store = open_store(f"sqlite:///{stack.home}/db/phoenix.sqlite3")
+    try:
+        stored = stored_ids(store)
+    finally:
+        store.close()
+    assert {f"gap-{n}" for n in range(10)} <= set(journal)
+    assert stored == journal, f"{sum((journal - stored).values())} journal lines not collected"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,7 +10,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -257,3 +260,102 @@ def test_a_missing_ca_file_in_the_database_url_stops_serve_with_exit_78(tmp_path
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert f"tlsCAFile={tmp_path}/rds-global-bundle.pem" in result.stderr
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+STOP_INSTANTS = (0.0, 0.05, 0.1, 0.2, 0.5)  # seconds after serve's first answer
+STOP_ROUNDS = 3
+
+
+def journal_ids(home: Path) -> Counter[str]:
+    """The request id of every line in the journal of `home`."""
+    ids: Counter[str] = Counter()
+    for path in sorted((home / "journal").glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            ids[json.loads(line)["request_id"]] += 1
+    return ids
+
+
+def uncollected(home: Path, journal: Counter[str]) -> str:
+    """How the store of `home` differs from its journal `journal` ("" if it holds every
+    line exactly once)."""
+    store = open_store(f"sqlite:///{home}/db/phoenix.sqlite3")
+    try:
+        stored = Counter(row.record.request_id for row in store.query(LogQuery(limit=100_000)))
+    finally:
+        store.close()
+    if stored == journal:
+        return ""
+    return (
+        f"{sum((journal - stored).values())} of {journal.total()} journal lines not "
+        f"collected, {sum((stored - journal).values())} extra in the store"
+    )
+
+
+def stop_at(home: Path, instant: float) -> str:
+    """Start serve, send requests until `instant` s after its first answer, then SIGTERM it;
+    what went wrong, or "" when it exited 0 with every journal line in the store once."""
+    answered: list[str] = []
+    problems: list[str] = []
+    with httpx.Client(timeout=10) as client:  # made first: its TLS setup takes tens of ms
+        server = start_phoenix(home, env={"PHOENIX_COLLECT_INTERVAL": "5"})
+        first_answer = time.monotonic()
+        try:
+            while time.monotonic() - first_answer < instant:
+                request_id = f"{home.name}-{len(answered)}"
+                headers = {"X-Request-ID": request_id}
+                client.get(server.url + "/health", headers=headers).raise_for_status()
+                answered.append(request_id)
+        except httpx.HTTPError as exc:
+            problems.append(f"request {len(answered)} failed: {exc!r}\n{server.log_tail(30)}")
+        finally:
+            code = server.stop()
+    if code != 0:
+        problems.append(f"exit code {code}\n{server.log_tail(30)}")
+    journal = journal_ids(home)
+    if not set(answered) <= set(journal):
+        problems.append(f"{len(set(answered) - set(journal))} answered requests not journaled")
+    if missed := uncollected(home, journal):
+        problems.append(missed)
+    if f"collector exited with {-signal.SIGTERM}" in server.log_tail(200):
+        problems.append("the collector child died of the stop before its last pass")
+    if not problems:
+        return ""
+    return f"stopped {instant * 1000:.0f} ms after the first answer: {', '.join(problems)}"
+
+
+def test_a_stop_at_any_instant_after_start_collects_every_journal_line(tmp_path: Path) -> None:
+    """SIGTERM soon after the first answer, while the collector child may still be
+    importing: serve exits 0 only once every journal line is in the store, exactly once.
+    The five instants run side by side, which also slows every start as a cold machine
+    does; a few rounds catch a race that one run may miss."""
+    failures: list[str] = []
+    with ThreadPoolExecutor(len(STOP_INSTANTS)) as pool:
+        for round_ in range(STOP_ROUNDS):
+            homes = [tmp_path / f"r{round_}-{instant * 1000:.0f}ms" for instant in STOP_INSTANTS]
+            failures += [f for f in pool.map(stop_at, homes, STOP_INSTANTS) if f]
+    assert not failures, "\n".join(failures)
+
+
+def test_a_stop_while_the_collector_waits_to_be_restarted_collects_everything(
+    tmp_path: Path,
+) -> None:
+    """Killed five times in a row, the collector is restarted two seconds later at the
+    earliest; serve stopped meanwhile has no child to make the last pass, and makes it."""
+    server = start_phoenix(tmp_path / "home", env={"PHOENIX_COLLECT_INTERVAL": "5"})
+    try:
+        killed: list[int] = []
+        for _ in range(5):
+            wait_for(lambda: collector_children(server.process.pid) not in ([], killed[-1:]))
+            [child] = collector_children(server.process.pid)
+            os.kill(child, signal.SIGKILL)
+            killed.append(child)
+            wait_for(lambda: not Path(f"/proc/{killed[-1]}").exists())  # reaped by its keeper
+        with httpx.Client(base_url=server.url) as client:
+            for n in range(10):
+                client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).raise_for_status()
+    finally:
+        assert server.stop() == 0
+    journal = journal_ids(server.home)
+    assert {f"gap-{n}" for n in range(10)} <= set(journal)
+    assert not uncollected(server.home, journal)
+    assert "collecting what it left" in server.log_tail(100)

@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud_phoenix.childproc import die_with_parent
+from cloud_phoenix.childproc import die_with_parent, stops_held
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class ChildSpec:
     log_path: Path | None = None  # stdout and stderr, appended; None: the supervisor's own
     # Its own session: a Ctrl-C in the terminal reaches only the parent, which stops it.
     own_session: bool = False
+    # Starts with SIGTERM and SIGINT blocked, for a command that unblocks them once its
+    # handlers are in place (childproc.release_stops): a stop during its start is held, not
+    # fatal. Only for such a command: any other would never see a stop.
+    holds_stops: bool = False
 
 
 @dataclass
@@ -68,20 +73,22 @@ class Child:
         death_signal = self.spec.death_signal
         output = open(self.spec.log_path, "ab") if self.spec.log_path else None  # noqa: SIM115
         try:
-            self.process = subprocess.Popen(
-                list(self.spec.argv),
-                env=dict(self.spec.env),
-                pass_fds=self.spec.pass_fds,
-                # Runs in the child before exec: the kernel sends `death_signal` when the
-                # supervisor dies, so no child outlives it holding a port (even after a
-                # kill -9). Safe with the store's pool threads: the function takes no lock,
-                # it only makes one system call through a libc handle resolved at import.
-                preexec_fn=lambda: die_with_parent(death_signal),  # noqa: PLW1509
-                stdin=subprocess.DEVNULL,
-                start_new_session=self.spec.own_session,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-            )
+            with stops_held() if self.spec.holds_stops else nullcontext():
+                self.process = subprocess.Popen(
+                    list(self.spec.argv),
+                    env=dict(self.spec.env),
+                    pass_fds=self.spec.pass_fds,
+                    # Runs in the child before exec: the kernel sends `death_signal` when the
+                    # supervisor dies, so no child outlives it holding a port (even after a
+                    # kill -9). Safe with the store's pool threads: the function takes no
+                    # lock, it only makes one system call through a libc handle resolved at
+                    # import.
+                    preexec_fn=lambda: die_with_parent(death_signal),  # noqa: PLW1509
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=self.spec.own_session,
+                    stdout=output,
+                    stderr=subprocess.STDOUT if output else None,
+                )
         finally:
             if output is not None:
                 output.close()  # the child has its own copy

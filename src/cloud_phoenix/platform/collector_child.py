@@ -7,10 +7,12 @@ the serving process that work holds the interpreter lock the requests need. At s
 collector process, which runs on another core (docs/BENCHMARKS.md). The child is the
 `phoenix collect` command with the server's own settings; the kernel stops it when the
 server dies, even by kill -9 or `/crash` (PR_SET_PDEATHSIG), and SIGTERM makes it commit
-what it has read before it exits. It is restarted with backoff if it dies on its own, and
-runs at idle CPU priority (SCHED_IDLE): requests first, the backlog when there is time; a
-collector that falls behind by more than PHOENIX_READY_MAX_LAG turns /ready to 503, which
-sheds load to other instances until it has caught up.
+what it has read before it exits, even while it is still starting (it holds the stop until
+its handler is in place). Should no child make that last pass (none was running at the
+stop, or it did not exit 0), the server makes it. The child is restarted with backoff if it
+dies on its own, and runs at idle CPU priority (SCHED_IDLE): requests first, the backlog
+when there is time; a collector that falls behind by more than PHOENIX_READY_MAX_LAG turns
+/ready to 503, which sheds load to other instances until it has caught up.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import time
 from cloud_phoenix.childproc import make_idle
 from cloud_phoenix.config import Settings
 from cloud_phoenix.platform.children import Child
+from cloud_phoenix.platform.collector import Collector
 from cloud_phoenix.platform.stackspec import collector_spec
+from cloud_phoenix.store import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class CollectorChild:
     """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it."""
 
     def __init__(self, settings: Settings, grace: float = 15.0) -> None:
+        self.settings = settings
         self.child = Child(collector_spec(collector_env(settings), None, own_session=True))
         self.grace = grace  # how long a stopping collector may take to commit what it read
         self._stopping = threading.Event()
@@ -87,7 +92,8 @@ class CollectorChild:
                 return
 
     def stop(self) -> int | None:
-        """SIGTERM, wait up to the grace for its last commit, then SIGKILL; its exit code."""
+        """SIGTERM, wait up to the grace for its last pass, then SIGKILL; its exit code (None:
+        none was running). Without a child's last pass, the server makes it."""
         self._stopping.set()
         with self._lock:  # the keeper starts no collector from now on
             process = self.child.process  # held here: the keeper may reap it meanwhile
@@ -103,7 +109,31 @@ class CollectorChild:
                 code = process.wait(5)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if code != 0:
+            why = "was not running" if code is None else f"exited with {code}"
+            log.warning("collector %s at the stop: collecting what it left here", why)
+            last_pass(self.settings)
         return code
+
+
+def last_pass(settings: Settings) -> int:
+    """Collect in this process what the journal holds beyond the store's positions, bounded
+    in time like a collector's own last pass (Collector.flush); how many records it stored.
+    The parent of a collector child makes it once the child is stopped, for whatever the
+    child could not collect."""
+    try:
+        store = open_store(settings.db_url)
+    except StoreError as exc:
+        log.warning("no last pass of the collector, the journal keeps the rest: %s", exc)
+        return 0
+    collector = Collector(store, settings.journal_dir, settings.collect_batch)
+    try:
+        collector.flush()
+    finally:
+        store.close()
+    if collector.stats.records:
+        log.info("last pass of the collector: %d records stored", collector.stats.records)
+    return collector.stats.records
 
 
 def _idle_priority(pid: int | None) -> None:

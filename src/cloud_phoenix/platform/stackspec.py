@@ -49,9 +49,12 @@ def gunicorn_spec(
 def collector_spec(
     env: dict[str, str], log_path: Path | None, own_session: bool = False
 ) -> ChildSpec:
-    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr)."""
+    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr).
+    A stop while it starts waits for its handler, so its last pass always runs."""
     argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
-    return ChildSpec("collector", argv, env, log_path=log_path, own_session=own_session)
+    return ChildSpec(
+        "collector", argv, env, log_path=log_path, own_session=own_session, holds_stops=True
+    )
 
 
 def haproxy_spec(

@@ -32,6 +32,7 @@ from cloud_phoenix.journal import format_time
 from cloud_phoenix.platform import autoscale, haproxy
 from cloud_phoenix.platform.backup import DailyBackups
 from cloud_phoenix.platform.children import Child, ChildSpec
+from cloud_phoenix.platform.collector_child import last_pass
 from cloud_phoenix.platform.cpucontext import busiest_endpoints
 from cloud_phoenix.platform.cpuloop import CpuWatch
 from cloud_phoenix.platform.cpuwatch import CpuPolicy, Notice
@@ -356,7 +357,8 @@ class Supervisor:
     # -- stop -------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Edge first (stop accepting, finish in-flight), then workers, then the collector."""
+        """Edge first (stop accepting, finish in-flight), then workers, then the collector,
+        then its last pass here."""
         self.stopping = True
         stop_accepting(self.settings.run_dir)
         self._write_status()
@@ -369,6 +371,9 @@ class Supervisor:
                 log.info("%s stopped (%s)", name, code)
             if name == "gunicorn":
                 self.deployer.close(grace)  # a master being started or drained
+        # What no collector collected: it was waiting to be restarted, or a Ctrl-C (which
+        # reaches the whole process group) made it pass before the workers had stopped.
+        last_pass(self.settings)
         self.edge.backend.close()
         self.backups.join(30)
         self.event("stack_stopped", "stack stopped", {"exit_code": self.exit_code})
