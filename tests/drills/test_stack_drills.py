@@ -171,6 +171,31 @@ def test_sigterm_stops_everything_and_leaves_no_orphan(tmp_path: Path) -> None:
         httpx.get(stack.url + "/health", timeout=1)
 
 
+def test_ctrl_c_reaches_only_the_supervisor_which_stops_and_restarts_nothing(
+    tmp_path: Path,
+) -> None:
+    """A terminal's Ctrl-C goes to the whole foreground process group. HAProxy and gunicorn
+    take SIGINT as a hard stop, so each child has a group of its own and only the supervisor
+    hears it; and a child that exits while the stack stops is not restarted."""
+    with running_stack(tmp_path / "home") as stack:
+        children = status(stack)["children"]
+        group = os.getpgid(stack.process.pid)
+        assert {name: os.getpgid(c["pid"]) == group for name, c in children.items()} == {
+            name: False for name in children
+        }
+        os.killpg(group, signal.SIGINT)  # what a terminal does on Ctrl-C
+        code = stack.process.wait(40)
+    assert code == 0
+    store = stack_store(stack)
+    try:
+        restarted = store.events(limit=100, kind="child_restarted")
+    finally:
+        store.close()
+    assert restarted == []
+    log = stack.output.read_text(errors="replace")
+    assert "restarting in" not in log
+
+
 def test_kill_9_of_the_supervisor_takes_its_children_along(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as stack:
         pids = [c["pid"] for c in status(stack)["children"].values()]

@@ -38,7 +38,10 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     death_signal: int = signal.SIGTERM
     log_path: Path | None = None  # stdout and stderr, appended; None: the supervisor's own
-    # Its own session: a Ctrl-C in the terminal reaches only the parent, which stops it.
+    # Its own session (and so its own autogroup, for a background child at idle priority).
+    # Every child has a process group of its own anyway: a Ctrl-C in the terminal reaches
+    # only the supervisor, which stops its children in order (HAProxy and gunicorn would
+    # take a terminal's SIGINT as a hard stop and cut requests in flight).
     own_session: bool = False
     # Starts with SIGTERM and SIGINT blocked, for a command that unblocks them once its
     # handlers are in place (childproc.release_stops): a stop during its start is held, not
@@ -86,6 +89,7 @@ class Child:
                     preexec_fn=lambda: die_with_parent(death_signal),  # noqa: PLW1509
                     stdin=subprocess.DEVNULL,
                     start_new_session=self.spec.own_session,
+                    process_group=None if self.spec.own_session else 0,
                     stdout=output,
                     stderr=subprocess.STDOUT if output else None,
                 )

@@ -168,6 +168,8 @@ class Supervisor:
             while not self.stopping:
                 self._wait(TICK)
                 self._dispatch_signals()
+                if self.stopping:
+                    break  # a child that exits from now on is stopping, not to be restarted
                 now = time.monotonic()
                 self._reap_and_restart(now)
                 self._watch_workers(now)
