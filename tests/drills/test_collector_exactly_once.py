@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
-from cloud_phoenix.platform.children import Child
-from cloud_phoenix.platform.stackspec import collector_spec
-from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.proc.child import Child
+from cloud_phoenix.stack.spec import collector_spec
+from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import PhoenixProcess, running_stack, start_phoenix

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from cloud_phoenix import exitcodes
-from cloud_phoenix.platform.deploy import DeployRequest, Plan
-from cloud_phoenix.platform.deploy.plan import (
+from cloud_phoenix.drill.loadgen import Drill, Phase, drive
+from cloud_phoenix.drill.stats import Summary, summarize
+from cloud_phoenix.stack.deploy import DeployRequest, Plan
+from cloud_phoenix.stack.deploy.plan import (
     ABORTING,
     DONE,
     DRAINING,
@@ -29,9 +31,7 @@ from cloud_phoenix.platform.deploy.plan import (
     advance,
     last_error,
 )
-from cloud_phoenix.platform.loadgen import Drill, Phase, drive
-from cloud_phoenix.platform.loadstats import Summary, summarize
-from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.stack.status import read_status
 from tests.fixtures.server import PhoenixProcess, running_stack
 
 pytestmark = pytest.mark.drill

@@ -19,11 +19,11 @@ import httpx
 import psutil
 import pytest
 
+from cloud_phoenix.drill.drills import answered, await_records, crash_drill, scale_drill
+from cloud_phoenix.drill.loadgen import Drill, Phase, drive
+from cloud_phoenix.drill.stats import summarize
 from cloud_phoenix.journal import format_time
-from cloud_phoenix.platform.drill import answered, await_records, crash_drill, scale_drill
-from cloud_phoenix.platform.loadgen import Drill, Phase, drive
-from cloud_phoenix.platform.loadstats import summarize
-from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import LogStore, open_store
 from tests.fixtures.server import PhoenixProcess, running_stack
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_phoenix.platform.backup.catalog import scan
-from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.backup.catalog import scan
+from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import running_stack
 from tests.fixtures.webhook import Receiver

@@ -221,7 +221,7 @@ def test_the_catalogue_fast_path_is_recorded_like_any_request(
 
 
 def test_metrics_show_backups_and_the_age_of_the_last(tmp_path: Path) -> None:
-    from cloud_phoenix.platform.backup import run_backup
+    from cloud_phoenix.backup import run_backup
 
     settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path)})
     with make_client(tmp_path) as c:

@@ -26,16 +26,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cloud_phoenix.cli_backup import register
-from cloud_phoenix.config import Settings
-from cloud_phoenix.journal import (
-    AccessRecord,
-    JournalEntry,
-    JournalWriter,
-    format_time,
-    position_key,
-)
-from cloud_phoenix.platform.backup import (
+from cloud_phoenix.backup import (
     DATAERR,
     BackupResult,
     BadBackup,
@@ -47,9 +38,18 @@ from cloud_phoenix.platform.backup import (
     scan,
     verify_backup,
 )
-from cloud_phoenix.platform.backup import manifest as manifest_module
-from cloud_phoenix.platform.backup import runner as runner_module
-from cloud_phoenix.platform.collector import Collector
+from cloud_phoenix.backup import manifest as manifest_module
+from cloud_phoenix.backup import runner as runner_module
+from cloud_phoenix.cli.backup import register
+from cloud_phoenix.collector.loop import Collector
+from cloud_phoenix.config import Settings
+from cloud_phoenix.journal import (
+    AccessRecord,
+    JournalEntry,
+    JournalWriter,
+    format_time,
+    position_key,
+)
 from cloud_phoenix.store import Event, LogQuery, LogRow, open_store
 from tests.fixtures.ports import free_port
 from tests.fixtures.postgres import PostgresServer
@@ -572,7 +572,7 @@ def test_a_mongodb_export_is_checked_before_anything_is_touched(tmp_path: Path) 
     """The streamed MongoDB export's counts and framing are checked before connecting."""
     from bson import ObjectId, json_util
 
-    from cloud_phoenix.platform.backup import mongodb as mongo_backend
+    from cloud_phoenix.backup import mongodb as mongo_backend
 
     dump = tmp_path / "phoenix-20260301T000000Z.mongo.jsonl.gz"
     lines = [json.dumps(mongo_backend.HEADER)]

@@ -24,17 +24,17 @@ from typing import Any
 
 import pytest
 
-from cloud_phoenix.config import Settings
-from cloud_phoenix.journal import format_time
-from cloud_phoenix.platform.backup import (
+from cloud_phoenix.backup import (
     BackupResult,
     BadBackup,
     Manifest,
     restore_backup,
     run_backup,
 )
-from cloud_phoenix.platform.backup import mongodb as mongo_backend
-from cloud_phoenix.platform.backup.manifest import Artefact
+from cloud_phoenix.backup import mongodb as mongo_backend
+from cloud_phoenix.backup.manifest import Artefact
+from cloud_phoenix.config import Settings
+from cloud_phoenix.journal import format_time
 from tests.integration.test_backup import DAY0, at, invoke, serve, settings_for
 
 pytestmark = pytest.mark.integration

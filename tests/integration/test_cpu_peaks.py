@@ -21,17 +21,17 @@ from starlette.routing import BaseRoute, Match, Mount
 
 from cloud_phoenix.app import create_app
 from cloud_phoenix.config import Settings
-from cloud_phoenix.journal import AccessRecord, file_name, format_time
-from cloud_phoenix.platform.cpucontext import (
+from cloud_phoenix.cpuwatch.context import (
     MOUNTS,
     ROUTES,
     UNMATCHED,
     busiest_endpoints,
     helper_children,
 )
-from cloud_phoenix.platform.cpuloop import CpuWatch, HostCpu, ProcessTable
-from cloud_phoenix.platform.cpuwatch import CpuPolicy, CpuSample, Notice, started_notice
-from cloud_phoenix.platform.notify import Notifier, RetryPolicy
+from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, Notice, started_notice
+from cloud_phoenix.cpuwatch.watch import CpuWatch, HostCpu, ProcessTable
+from cloud_phoenix.journal import AccessRecord, file_name, format_time
+from cloud_phoenix.notify.notifier import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix
 from tests.fixtures.webhook import Receiver
@@ -362,7 +362,7 @@ def test_a_stack_process_children_are_named_after_it() -> None:
     keymaker = subprocess.Popen(
         # THREADS PARENT_PID TICK_MICROSECONDS: with the wrong count it would exit at once,
         # and the check below would race its exit.
-        [sys.executable, "-m", "cloud_phoenix.keymaker", "1", str(os.getpid()), "0"],
+        [sys.executable, "-m", "cloud_phoenix.certs.keymaker", "1", str(os.getpid()), "0"],
         stdin=subprocess.PIPE,
     )
     try:

@@ -28,8 +28,7 @@ import httpx
 import pytest
 
 from cloud_phoenix.journal import journal_files, read_chunk
-from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError
-from cloud_phoenix.platform.haproxy import (
+from cloud_phoenix.stack.edge.haproxy import (
     HEALTH_CHECK_AGENT,
     EdgeConfig,
     EdgeConfigError,
@@ -38,6 +37,7 @@ from cloud_phoenix.platform.haproxy import (
     find_haproxy,
     render,
 )
+from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from tests.fixtures.server import start_phoenix
 
 pytestmark = pytest.mark.integration

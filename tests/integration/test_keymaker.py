@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from cloud_phoenix.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
-from cloud_phoenix.platform.children import restart_delay
-from cloud_phoenix.schedtick import ticking_cpus
+from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
+from cloud_phoenix.certs.schedtick import ticking_cpus
+from cloud_phoenix.proc.child import restart_delay
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def test_a_child_sending_garbage_is_stopped_and_its_request_fails(
 
 def child(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cloud_phoenix.keymaker", *args],
+        [sys.executable, "-m", "cloud_phoenix.certs.keymaker", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -178,7 +178,7 @@ def test_the_child_refuses_a_wrong_command_line_and_a_parent_already_gone() -> N
     assert orphan.returncode == 0 and out == b""  # made no key for nobody
 
 
-# --- the scheduling tick (schedtick.py) ---------------------------------------------------
+# --- the scheduling tick (certs/schedtick.py) ---------------------------------------------------
 
 CPUS = sorted(os.sched_getaffinity(0))
 needs_root = pytest.mark.skipif(
@@ -225,7 +225,7 @@ class Busy:
         self.keys = keys
         arguments = [str(len(CPUS)), str(os.getpid()), str(tick_us)]
         self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "cloud_phoenix.keymaker", *arguments],
+            [*prefix, sys.executable, "-m", "cloud_phoenix.certs.keymaker", *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

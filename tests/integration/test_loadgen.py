@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from cloud_phoenix.platform.loadgen import (
+from cloud_phoenix.drill.http import require_loopback
+from cloud_phoenix.drill.loadgen import (
     OVERLOADED,
     Phase,
     Result,
@@ -18,8 +19,7 @@ from cloud_phoenix.platform.loadgen import (
     run_periodic,
     schedule,
 )
-from cloud_phoenix.platform.loadstats import summarize
-from cloud_phoenix.platform.loopback_http import require_loopback
+from cloud_phoenix.drill.stats import summarize
 from tests.fixtures.server import PhoenixProcess
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from cloud_phoenix.app.ops import next_backup
+from cloud_phoenix.backup.runner import run_backup
 from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.backup.runner import run_backup
+from cloud_phoenix.stack.ops import next_backup
 from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
 from tests.fixtures.server import PhoenixProcess, running_stack
 

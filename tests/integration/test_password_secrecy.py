@@ -29,8 +29,8 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 
 from cloud_phoenix.app import create_app
+from cloud_phoenix.backup import BackupError, run_backup
 from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.backup import BackupError, run_backup
 from tests.fixtures.ports import free_port
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import PhoenixProcess, running_stack

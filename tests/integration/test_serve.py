@@ -122,8 +122,8 @@ def collector_children(pid: int) -> list[int]:
 
 
 def keymaker_children(pid: int) -> list[int]:
-    """The key maker processes (`python -m cloud_phoenix.keymaker`) whose parent is `pid`."""
-    return children(pid, b"cloud_phoenix.keymaker")
+    """The key maker processes (`python -m cloud_phoenix.certs.keymaker`) whose parent is `pid`."""
+    return children(pid, b"cloud_phoenix.certs.keymaker")
 
 
 def children(pid: int, argument: bytes) -> list[int]:

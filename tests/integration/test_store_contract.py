@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from cloud_phoenix.backup import restore_backup, run_backup
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import AccessRecord, JournalEntry, format_time, position_key
-from cloud_phoenix.platform.backup import restore_backup, run_backup
 from cloud_phoenix.store import (
     Cursor,
     LogQuery,

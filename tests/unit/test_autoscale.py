@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_phoenix.platform.autoscale import (
+from cloud_phoenix.stack.autoscale import (
     ScaleDecision,
     ScalePolicy,
     ScaleState,

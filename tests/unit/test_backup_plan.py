@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.backup import (
+from cloud_phoenix.backup import (
     BackupError,
     BackupInfo,
     DailyBackups,
@@ -24,6 +23,7 @@ from cloud_phoenix.platform.backup import (
     next_run,
     plan_prune,
 )
+from cloud_phoenix.config import Settings
 
 WEEK = RetentionPolicy(7)
 START = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cloud_phoenix.app.keypool import KeyPool, PoolBusy
-from cloud_phoenix.certs import generate_key, issue_certificate
+from cloud_phoenix.certs.keys import generate_key, issue_certificate
+from cloud_phoenix.certs.pool import KeyPool, PoolBusy
 from tests.fixtures.certs import new_spare
 
 KEYS = [generate_key() for _ in range(3)]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from cloud_phoenix.collector.loop import Collector, measure_lag
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
-from cloud_phoenix.platform.collector import Collector, measure_lag
 from cloud_phoenix.store import Cursor, LogQuery, StoreUnavailable
 from cloud_phoenix.store.sqlite import SQLiteStore
 

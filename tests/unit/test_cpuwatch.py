@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_phoenix.platform.cpuwatch import (
+from cloud_phoenix.cpuwatch.decide import (
     CpuPolicy,
     CpuSample,
     CpuState,

@@ -8,9 +8,9 @@ import time
 from starlette.types import Message, Receive, Scope, Send
 
 from cloud_phoenix.app.fastlane import ReadyCertificates
-from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.certs import READY_MAX_AGE, SpareKey
+from cloud_phoenix.certs.keys import READY_MAX_AGE, SpareKey
+from cloud_phoenix.certs.pool import KeyPool
 from tests.fixtures.certs import new_spare
 
 SPARES = [new_spare() for _ in range(2)]  # made once: RSA keys are slow

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_phoenix.app import logroutes, ops, pages, routes
+from cloud_phoenix.app import logroutes, pages, routes
 from cloud_phoenix.app.requestlog import valid_request_id
 from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.edgestats import EdgeStats, EdgeStatsError, parse_stat
-from cloud_phoenix.platform.haproxy import (
+from cloud_phoenix.stack import ops
+from cloud_phoenix.stack.edge.haproxy import (
     METHODS,
     REQUEST_ID_PATTERN,
     EdgeConfig,
@@ -29,6 +29,7 @@ from cloud_phoenix.platform.haproxy import (
     parse_duration,
     render,
 )
+from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError, parse_stat
 
 
 def edge_config(**changes: Any) -> EdgeConfig:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cloud_phoenix.platform.cpuwatch import Notice
-from cloud_phoenix.platform.notify import Notifier, RetryPolicy, safe_url_name
+from cloud_phoenix.cpuwatch.decide import Notice
+from cloud_phoenix.notify.notifier import Notifier, RetryPolicy, safe_url_name
 from cloud_phoenix.store.base import Event, StoreError, StoreUnavailable
 from tests.fixtures.ports import free_port
 from tests.fixtures.webhook import Receiver
@@ -47,7 +47,7 @@ def test_every_notice_is_logged_and_written_to_the_events_sink(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     events: list[Event] = []
-    caplog.set_level(logging.INFO, logger="cloud_phoenix.platform.notify")
+    caplog.set_level(logging.INFO, logger="cloud_phoenix.notify.notifier")
     notifier = Notifier([], events.append, clock=lambda: 1_700_000_000.25)
     notifier.send(START)
     assert notifier.close(5)

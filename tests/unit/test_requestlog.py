@@ -18,8 +18,8 @@ from cloud_phoenix.app.requestlog import (
     valid_request_id,
     worker_id,
 )
+from cloud_phoenix.collector.loop import Collector
 from cloud_phoenix.journal import MAX_VALUE_CHARS, AccessRecord, JournalWriter, journal_files
-from cloud_phoenix.platform.collector import Collector
 from cloud_phoenix.store import LogQuery, open_store
 
 

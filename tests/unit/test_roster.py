@@ -1,8 +1,8 @@
-"""The supervisor's worker bookkeeping (platform/roster.py): pids in, what changed out."""
+"""The supervisor's worker bookkeeping (stack/roster.py): pids in, what changed out."""
 
 from __future__ import annotations
 
-from cloud_phoenix.platform.roster import RosterChange, WorkerRoster
+from cloud_phoenix.stack.roster import RosterChange, WorkerRoster
 
 
 def test_new_workers_are_taken_with_their_start_time() -> None:

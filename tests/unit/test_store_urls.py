@@ -13,9 +13,9 @@ from psycopg.conninfo import conninfo_to_dict
 from pymongo.errors import OperationFailure
 from pymongo.uri_parser import parse_uri
 
+from cloud_phoenix.backup import BackupError
+from cloud_phoenix.backup.snapshot import backend_name, source_name
 from cloud_phoenix.config import ConfigError, Settings
-from cloud_phoenix.platform.backup import BackupError
-from cloud_phoenix.platform.backup.snapshot import backend_name, source_name
 from cloud_phoenix.store import StoreError, StoreUnavailable, open_store
 from cloud_phoenix.store.mongodb import MongoStore
 from cloud_phoenix.store.urls import redact_url, scrub, url_database, url_problem, url_secrets

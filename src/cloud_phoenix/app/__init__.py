@@ -17,16 +17,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_phoenix import __version__
-from cloud_phoenix.app import errors, fastlane, ops, pages, routes
-from cloud_phoenix.app.keypool import KeyPool
+from cloud_phoenix.app import errors, fastlane, pages, routes
 from cloud_phoenix.app.metrics import Metrics, operations_figures
 from cloud_phoenix.app.requestlog import RequestLog
 from cloud_phoenix.app.runtime import Runtime
+from cloud_phoenix.certs.keymaker import KeyMaker
+from cloud_phoenix.certs.pool import KeyPool
+from cloud_phoenix.collector.keeper import CollectorChild
+from cloud_phoenix.collector.loop import measure_lag
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
-from cloud_phoenix.keymaker import KeyMaker
-from cloud_phoenix.platform.collector import measure_lag
-from cloud_phoenix.platform.collector_child import CollectorChild
+from cloud_phoenix.stack import ops
 from cloud_phoenix.store import LogStore, StoreError, open_store
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from cloud_phoenix.app.keypool import PoolBusy
 from cloud_phoenix.app.requestlog import REQUEST_ID_KEY
-from cloud_phoenix.keymaker import KeyMakerError
+from cloud_phoenix.certs.keymaker import KeyMakerError
+from cloud_phoenix.certs.pool import PoolBusy
 from cloud_phoenix.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)

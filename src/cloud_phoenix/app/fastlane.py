@@ -12,10 +12,10 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.app.requestlog import ROUTE_KEY
-from cloud_phoenix.certs import SpareKey
+from cloud_phoenix.certs.keys import SpareKey
+from cloud_phoenix.certs.pool import KeyPool
 
 CERTIFICATE_PATH = "/generatecert"
 _JSON_NO_STORE = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]

@@ -2,7 +2,7 @@
 
 When PROMETHEUS_MULTIPROC_DIR is set (gunicorn with several workers), each process writes
 its values to files there and a scrape sums them (the gunicorn master folds the files of dead
-workers into an archive: platform/metricsfold.py); otherwise the process's own registry serves,
+workers into an archive: stack/metricsfold.py); otherwise the process's own registry serves,
 and the per-request figures are plain counts turned into Prometheus families when scraped.
 """
 
@@ -18,10 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from cloud_phoenix.backup.catalog import scan
 from cloud_phoenix.config import Settings
-from cloud_phoenix.platform.backup.catalog import scan
-from cloud_phoenix.platform.metricsfold import collect
-from cloud_phoenix.platform.status import read_status
+from cloud_phoenix.stack.metricsfold import collect
+from cloud_phoenix.stack.status import read_status
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

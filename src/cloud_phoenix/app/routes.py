@@ -20,13 +20,13 @@ from cloud_phoenix.app import logroutes
 from cloud_phoenix.app.errors import ERROR_503, store_failure
 from cloud_phoenix.app.requestlog import FINISH_KEY, REQUEST_ID_KEY, worker_id
 from cloud_phoenix.app.runtime import Runtime, runtime
-from cloud_phoenix.certs import (
+from cloud_phoenix.certs.keys import (
     DNS_NAME_PATTERN,
     IssuedCertificate,
     SpareKey,
     issue_certificate,
 )
-from cloud_phoenix.platform.collector import measure_lag
+from cloud_phoenix.collector.loop import measure_lag
 from cloud_phoenix.store import StoreError
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from cloud_phoenix.app.keypool import KeyPool
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.certs import SpareKey
+from cloud_phoenix.certs.keymaker import KeyMaker
+from cloud_phoenix.certs.keys import SpareKey
+from cloud_phoenix.certs.pool import KeyPool
+from cloud_phoenix.collector.keeper import CollectorChild
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
-from cloud_phoenix.keymaker import KeyMaker
-from cloud_phoenix.platform.collector_child import CollectorChild
 from cloud_phoenix.store import LogStore
 
 

@@ -1,0 +1,40 @@
+"""gunicorn hooks for `phoenix up` (loaded with `-c python:cloud_phoenix.stack.gunicorn_conf`).
+
+Everything else is passed on gunicorn's command line by the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from cloud_phoenix.proc.background import die_with_parent
+from cloud_phoenix.stack.metricsfold import fold_dead
+
+log = logging.getLogger(__name__)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A worker must not outlive its master: after a kill -9 of the master, the kernel tells
+    each worker with SIGTERM, and it finishes its requests and exits (the new master's
+    workers take over the same socket)."""
+    die_with_parent(signal.SIGTERM)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the multi-process metrics, and fold the counters
+    and histograms of every process that is gone into the archive (see metricsfold), so that
+    crashes neither add files nor slow a scrape down."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
+    try:
+        fold_dead(Path(directory))
+    except Exception:  # an exception here would stop the master: the files wait for the next
+        log.exception("metrics fold failed; the files stay until the next worker exits")
