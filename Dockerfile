@@ -27,7 +27,7 @@
 # and let a bot (Dependabot, Renovate) move it. Every stage uses the same base: the virtual
 # environment's interpreter is a link to the base's python3.
 
-# checkov:skip=CKV_DOCKER_7: every FROM names a build argument, which checkov does not resolve; BASE_IMAGE's default carries a version tag, WHEELS's is scratch (tests/integration/test_container_files.py checks both)
+# checkov:skip=CKV_DOCKER_7: every FROM names a build argument, which checkov does not resolve; BASE_IMAGE's default carries a version tag, WHEELS's is scratch (tests/infra/test_container_files.py checks both)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG WHEELS=scratch
 

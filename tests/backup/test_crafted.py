@@ -35,7 +35,7 @@ from cloud_phoenix.backup import mongodb as mongo_backend
 from cloud_phoenix.backup.manifest import Artefact
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import format_time
-from tests.integration.test_backup import DAY0, at, invoke, serve, settings_for
+from tests.backup.test_backup import DAY0, at, invoke, serve, settings_for
 
 pytestmark = pytest.mark.integration
 

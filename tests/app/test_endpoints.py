@@ -275,7 +275,7 @@ def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_header(
 
 
 def test_the_document_declares_the_cursors_shape(client: TestClient) -> None:
-    # What the document allows for `before`, Cursor.decode accepts (tests/unit/test_cursor.py).
+    # What the document allows for `before`, Cursor.decode accepts (tests/store/test_cursor.py).
     document = client.get("/openapi.json").json()
     declared = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX_LENGTH}
     for path in ("/logs", "/querylogs"):

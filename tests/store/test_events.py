@@ -19,7 +19,7 @@ import pytest
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.store import Event, LogStore, StoreError, StoreUnavailable, open_store
 from tests.fixtures.stores import BACKENDS
-from tests.integration.test_store_contract import SECRET, unreachable_url
+from tests.store.test_contract import SECRET, unreachable_url
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ and not for another (`?`, `/`, `@`, `#`, and `:`, `%`, `+`) at its start, middle
 Written as it is in DB_CONNECTION_STRING, it is refused at start with exit 78; percent-encoded,
 it logs in as a real PostgreSQL role that has it, and nothing shows it, whether the database
 is up, down, or given a wrong password. MongoDB URLs are covered without a server by
-tests/unit/test_store_urls.py.
+tests/store/test_urls.py.
 """
 
 from __future__ import annotations
