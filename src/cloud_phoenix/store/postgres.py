@@ -35,7 +35,14 @@ from cloud_phoenix.store.base import (
     prepare_event,
 )
 from cloud_phoenix.store.sqlite import NO_COUNTER, events_where, where_clause
-from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
+from cloud_phoenix.store.urls import (
+    POSTGRES_SCHEMES,
+    redact_url,
+    scrub,
+    url_problem,
+    url_scheme,
+    url_secrets,
+)
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -129,8 +136,7 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in {"postgresql", "postgres"}:
+        if url_scheme(url) not in POSTGRES_SCHEMES:
             raise StoreError("a PostgreSQL URL starts with postgresql:// or postgres://")
         return cls(url)
 
