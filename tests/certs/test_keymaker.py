@@ -21,9 +21,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
+from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError
 from cloud_phoenix.certs.schedtick import ticking_cpus
-from cloud_phoenix.proc.child import restart_delay
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +105,6 @@ def test_a_child_that_cannot_start_is_a_clear_error_and_is_not_restarted_in_a_ho
         await missing.close()
 
     run(scenario())
-
-
-def test_restart_delay_backs_off_to_a_bound() -> None:
-    """The key maker's restarts: the supervisor's backoff, with a lower bound."""
-    assert [restart_delay(n, MAX_RESTART_DELAY) for n in (0, 1, 2, 3)] == [0.0, 0.25, 0.5, 1.0]
-    assert restart_delay(40, MAX_RESTART_DELAY) == 5.0
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,27 @@ def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -
     assert store.count() == 5
 
 
+def test_a_slow_collector_backs_off_from_twice_its_interval_to_the_bound_and_back(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal"
+    write(journal, 5)
+    blocker = tmp_path / "db"
+    blocker.write_text("in the way")
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            blocker.unlink()  # the outage ends
+        return len(sleeps) >= 6
+
+    store = SQLiteStore(blocker / "db.sqlite3")
+    Collector(store, journal, interval=1.0, max_backoff=5.0, sleep=sleep).run()
+    assert sleeps == [2.0, 4.0, 5.0, 5.0, 1.0, 1.0]
+    assert store.count() == 5
+
+
 def test_instances_sharing_one_store_keep_their_positions_apart(tmp_path: Path) -> None:
     """Two pods, each with its own journal, one database: nothing of either is lost."""
     store = SQLiteStore(tmp_path / "db.sqlite3")
