@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError
 from cloud_phoenix.certs.schedtick import ticking_cpus
 
@@ -164,7 +165,7 @@ def test_the_child_answers_each_byte_with_a_key_and_exits_at_end_of_input() -> N
 def test_the_child_refuses_a_wrong_command_line_and_a_parent_already_gone() -> None:
     wrong = child("two")
     _, err = wrong.communicate(timeout=10)
-    assert wrong.returncode == 64 and b"usage" in err
+    assert wrong.returncode == exitcodes.USAGE and b"usage" in err
     orphan = child("1", "1", "0")  # "its parent is pid 1": as if the server died before prctl
     orphan.stdin.write(b"k")  # type: ignore[union-attr]
     out, _ = orphan.communicate(timeout=10)

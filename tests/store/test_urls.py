@@ -13,6 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pymongo.errors import OperationFailure
 from pymongo.uri_parser import parse_uri
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import BackupError
 from cloud_phoenix.backup.snapshot import backend_name, source_name
 from cloud_phoenix.config import ConfigError, Settings
@@ -245,4 +246,4 @@ def test_the_store_and_the_backups_refuse_another_scheme_with_one_message(url: s
         backend_name(url)
     assert str(by_store.value) == str(by_backup.value)
     assert "unsupported database URL scheme" in str(by_store.value)
-    assert by_backup.value.code == 64
+    assert by_backup.value.code == exitcodes.USAGE

@@ -20,7 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol, cast
 
-from cloud_phoenix.backup.errors import USAGE, BackupError
+from cloud_phoenix import exitcodes
+from cloud_phoenix.backup.errors import BackupError
 from cloud_phoenix.backup.manifest import Manifest
 from cloud_phoenix.store.urls import redact_url, url_backend, url_database, url_problem
 
@@ -70,11 +71,11 @@ def backend_name(url: str) -> str:
     scheme, or for a URL whose password the drivers could read differently."""
     problem = url_problem(url)
     if problem:
-        raise BackupError(f"the database URL is refused: {problem}", USAGE)
+        raise BackupError(f"the database URL is refused: {problem}", exitcodes.USAGE)
     try:
         return url_backend(url)
     except ValueError as exc:
-        raise BackupError(str(exc), USAGE) from None
+        raise BackupError(str(exc), exitcodes.USAGE) from None
 
 
 def source_name(url: str) -> str:

@@ -42,6 +42,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from typing import BinaryIO
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.certs.keys import SpareKey, make_spare_parts
 from cloud_phoenix.certs.schedtick import SchedulingTick, ticking_cpus
 from cloud_phoenix.proc.background import die_with_parent, make_idle
@@ -270,7 +271,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(
             "usage: python -m cloud_phoenix.certs.keymaker THREADS PARENT_PID TICK_MICROSECONDS\n"
         )
-        return 64
+        return exitcodes.USAGE
     threads, parent, tick_us = max(1, int(argv[0])), int(argv[1]), int(argv[2])
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect
