@@ -89,29 +89,15 @@ def test_an_unreachable_store_raises_and_the_journal_keeps_everything(tmp_path: 
     assert Collector(good, journal).collect_once() == 5
 
 
-def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -> None:
-    journal = tmp_path / "journal"
-    write(journal, 5)
-    blocker = tmp_path / "db"
-    blocker.write_text("in the way")
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> bool:
-        sleeps.append(seconds)
-        if len(sleeps) == 4:
-            blocker.unlink()  # the outage ends
-        return len(sleeps) >= 6
-
-    store = SQLiteStore(blocker / "db.sqlite3")
-    collector = Collector(store, journal, interval=0.1, sleep=sleep)
-    collector.run()
-    assert sleeps[:3] == [0.5, 1.0, 2.0]
-    assert collector.stats.outages == 1
-    assert store.count() == 5
-
-
-def test_a_slow_collector_backs_off_from_twice_its_interval_to_the_bound_and_back(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("interval", "max_backoff", "expected"),
+    [
+        (0.1, 10.0, [0.5, 1.0, 2.0, 4.0, 0.1, 0.1]),  # from half a second
+        (1.0, 5.0, [2.0, 4.0, 5.0, 5.0, 1.0, 1.0]),  # from two intervals, to the bound
+    ],
+)
+def test_run_backs_off_while_the_store_is_down_then_catches_up(
+    tmp_path: Path, interval: float, max_backoff: float, expected: list[float]
 ) -> None:
     journal = tmp_path / "journal"
     write(journal, 5)
@@ -126,8 +112,10 @@ def test_a_slow_collector_backs_off_from_twice_its_interval_to_the_bound_and_bac
         return len(sleeps) >= 6
 
     store = SQLiteStore(blocker / "db.sqlite3")
-    Collector(store, journal, interval=1.0, max_backoff=5.0, sleep=sleep).run()
-    assert sleeps == [2.0, 4.0, 5.0, 5.0, 1.0, 1.0]
+    collector = Collector(store, journal, interval=interval, max_backoff=max_backoff, sleep=sleep)
+    collector.run()
+    assert sleeps == expected
+    assert collector.stats.outages == 1
     assert store.count() == 5
 
 
