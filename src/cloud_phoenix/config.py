@@ -6,7 +6,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_phoenix.store.urls import url_problem
@@ -104,16 +104,19 @@ def _cert_tick(milliseconds: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything the application and the platform read from the environment."""
+    """Everything the application and the platform read from the environment.
+
+    Each field's default here is its one declaration: `from_env` reads it from `cls()`.
+    """
 
     port: int = 8080
     host: str = "127.0.0.1"
     home: Path = Path("var")
-    db_url: str = ""
+    db_url: str = ""  # from_env: a SQLite file under `home` when DB_CONNECTION_STRING is unset
     log_level: str = "info"
     access_log_stdout: bool = True
     cert_pool_size: int = 4
-    cert_concurrency: int = 2
+    cert_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     cert_max_wait: float = 5.0
     cert_tick: float = 0.001  # seconds; 0: no scheduling tick of the key maker's own
     ready_max_lag: float = 30.0
@@ -144,7 +147,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build the settings from `environ` (os.environ in the entry point, a dict in tests)."""
         read = _Reader(environ)
-        home = Path(environ.get("PHOENIX_HOME") or "var")
+        default = cls()
+        home = Path(environ.get("PHOENIX_HOME") or default.home)
         db_url = environ.get("DB_CONNECTION_STRING") or ""
         if not db_url:
             db_url = f"sqlite:///{(home / 'db' / 'phoenix.sqlite3').as_posix()}"
@@ -156,48 +160,66 @@ class Settings:
         problem = url_problem(db_url)
         if problem:  # the message quotes no part of the URL: it may hold a password
             raise ConfigError(f"DB_CONNECTION_STRING is refused: {problem}")
-        min_workers = read.whole("PHOENIX_MIN_WORKERS", 1, 1, 64)
-        max_workers = read.whole("PHOENIX_MAX_WORKERS", max(8, min_workers), 1, 64)
+        min_workers = read.whole("PHOENIX_MIN_WORKERS", default.min_workers, 1, 64)
+        max_workers = read.whole(
+            "PHOENIX_MAX_WORKERS", max(default.max_workers, min_workers), 1, 64
+        )
         if min_workers > max_workers:
             raise ConfigError(
                 f"PHOENIX_MIN_WORKERS={min_workers} is above PHOENIX_MAX_WORKERS={max_workers}"
             )
         metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR")
         return cls(
-            port=read.whole("PORT", 8080, 0, 65535),
-            host=environ.get("PHOENIX_HOST") or "127.0.0.1",
+            port=read.whole("PORT", default.port, 0, 65535),
+            host=environ.get("PHOENIX_HOST") or default.host,
             home=home,
             db_url=db_url,
-            log_level=read.choice("PHOENIX_LOG_LEVEL", "info", LOG_LEVELS),
-            access_log_stdout=read.flag("PHOENIX_ACCESS_LOG", True),
-            cert_pool_size=read.whole("PHOENIX_CERT_POOL", 4, 0, 64),
-            cert_concurrency=read.whole("PHOENIX_CERT_CONCURRENCY", os.cpu_count() or 1, 1, 64),
-            cert_max_wait=read.number("PHOENIX_CERT_MAX_WAIT", 5.0, 0.001, 300),
-            cert_tick=_cert_tick(read.number("PHOENIX_CERT_TICK_MS", 1.0, 0, 100)),
-            ready_max_lag=read.number("PHOENIX_READY_MAX_LAG", 30.0, 0.1, 86400),
-            collect_batch=read.whole("PHOENIX_COLLECT_BATCH", 500, 1, 10_000),
-            collect_interval=read.number("PHOENIX_COLLECT_INTERVAL", 0.2, 0.01, 60),
-            serve_collector=read.flag("PHOENIX_SERVE_COLLECTOR", True),
+            log_level=read.choice("PHOENIX_LOG_LEVEL", default.log_level, LOG_LEVELS),
+            access_log_stdout=read.flag("PHOENIX_ACCESS_LOG", default.access_log_stdout),
+            cert_pool_size=read.whole("PHOENIX_CERT_POOL", default.cert_pool_size, 0, 64),
+            cert_concurrency=read.whole(
+                "PHOENIX_CERT_CONCURRENCY", default.cert_concurrency, 1, 64
+            ),
+            cert_max_wait=read.number("PHOENIX_CERT_MAX_WAIT", default.cert_max_wait, 0.001, 300),
+            cert_tick=_cert_tick(
+                read.number("PHOENIX_CERT_TICK_MS", default.cert_tick * 1000, 0, 100)
+            ),
+            ready_max_lag=read.number("PHOENIX_READY_MAX_LAG", default.ready_max_lag, 0.1, 86400),
+            collect_batch=read.whole("PHOENIX_COLLECT_BATCH", default.collect_batch, 1, 10_000),
+            collect_interval=read.number(
+                "PHOENIX_COLLECT_INTERVAL", default.collect_interval, 0.01, 60
+            ),
+            serve_collector=read.flag("PHOENIX_SERVE_COLLECTOR", default.serve_collector),
             metrics_dir=Path(metrics_dir) if metrics_dir else None,
             min_workers=min_workers,
             max_workers=max_workers,
-            scale_rps=read.number("PHOENIX_SCALE_RPS", 10.0, 0.1, 100_000),
-            scale_in_window=read.number("PHOENIX_SCALE_IN_WINDOW", 60.0, 0, 3600),
-            graceful_timeout=read.number("PHOENIX_GRACEFUL_TIMEOUT", 20.0, 1, 600),
-            haproxy_bin=environ.get("PHOENIX_HAPROXY") or "",
-            forwarded_allow_ips=environ.get("PHOENIX_FORWARDED_ALLOW_IPS") or "127.0.0.1",
-            instance=_instance(environ.get("PHOENIX_INSTANCE") or ""),
-            cpu_interval=read.number("PHOENIX_CPU_INTERVAL", 1.0, 0.1, 60),
-            cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", 80.0, 1, 100),
-            cpu_peak_seconds=read.number("PHOENIX_CPU_PEAK_SECONDS", 2.0, 0, 3600),
+            scale_rps=read.number("PHOENIX_SCALE_RPS", default.scale_rps, 0.1, 100_000),
+            scale_in_window=read.number(
+                "PHOENIX_SCALE_IN_WINDOW", default.scale_in_window, 0, 3600
+            ),
+            graceful_timeout=read.number(
+                "PHOENIX_GRACEFUL_TIMEOUT", default.graceful_timeout, 1, 600
+            ),
+            haproxy_bin=environ.get("PHOENIX_HAPROXY") or default.haproxy_bin,
+            forwarded_allow_ips=(
+                environ.get("PHOENIX_FORWARDED_ALLOW_IPS") or default.forwarded_allow_ips
+            ),
+            instance=_instance(environ.get("PHOENIX_INSTANCE") or default.instance),
+            cpu_interval=read.number("PHOENIX_CPU_INTERVAL", default.cpu_interval, 0.1, 60),
+            cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", default.cpu_threshold, 1, 100),
+            cpu_peak_seconds=read.number(
+                "PHOENIX_CPU_PEAK_SECONDS", default.cpu_peak_seconds, 0, 3600
+            ),
             notify_urls=tuple(
                 url.strip()
                 for url in (environ.get("PHOENIX_NOTIFY_URLS") or "").split(",")
                 if url.strip()
             ),
-            backup_at=_clock_time(environ.get("PHOENIX_BACKUP_AT") or "03:00"),
-            backup_retention_days=read.whole("PHOENIX_BACKUP_RETENTION_DAYS", 7, 1, 3650),
-            worker_app=environ.get("PHOENIX_WORKER_APP") or "cloud_phoenix.app:from_environment()",
+            backup_at=_clock_time(environ.get("PHOENIX_BACKUP_AT") or default.backup_at),
+            backup_retention_days=read.whole(
+                "PHOENIX_BACKUP_RETENTION_DAYS", default.backup_retention_days, 1, 3650
+            ),
+            worker_app=environ.get("PHOENIX_WORKER_APP") or default.worker_app,
         )
 
     @property

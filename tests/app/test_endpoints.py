@@ -11,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud_phoenix.app import create_app
+from cloud_phoenix.app.logroutes import LogRecord
 from cloud_phoenix.config import Settings
-from cloud_phoenix.journal import journal_files
+from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, journal_files
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 
 
@@ -286,3 +287,10 @@ def test_the_document_declares_the_cursors_shape(client: TestClient) -> None:
     wait_collected(client, 2)
     page = client.get("/logs", params={"limit": 1}).json()
     assert client.get("/logs", params={"before": page["next"]}).json()["count"] == 1
+
+
+def test_a_logs_record_is_the_journal_position_and_the_records_fields() -> None:
+    # LogRecord spells its fields out to carry their descriptions; it must stay the record's.
+    fields = {name: field.annotation for name, field in LogRecord.model_fields.items()}
+    assert fields == {"id": str, **RECORD_TYPES}
+    assert list(fields) == ["id", *RECORD_FIELDS]

@@ -26,8 +26,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import (
-    DATAERR,
     BackupResult,
     BadBackup,
     CannotWrite,
@@ -262,7 +262,7 @@ def test_a_corrupt_file_is_refused_and_nothing_changes(
     dump = settings.backups_dir / result.manifest.database.file
     flip_a_byte(dump)
     outcome = invoke(settings, "restore", str(dump), "--into", target)
-    assert outcome.exit_code == DATAERR
+    assert outcome.exit_code == exitcodes.DATAERR
     assert "is corrupt: its sha256" in outcome.output
     assert "nothing was changed" in outcome.output
     assert Path(target[len("sqlite:///") :]).read_bytes() == before
@@ -277,7 +277,7 @@ def test_a_truncated_file_is_refused_and_nothing_changes(
     dump = settings.backups_dir / result.manifest.database.file
     os.truncate(dump, dump.stat().st_size // 2)
     outcome = invoke(settings, "restore", result.manifest.id, "--into", target)
-    assert outcome.exit_code == DATAERR
+    assert outcome.exit_code == exitcodes.DATAERR
     assert "truncated" in outcome.output
     assert Path(target[len("sqlite:///") :]).read_bytes() == before
     # Listed as bad, and no longer "the newest good backup".
@@ -309,7 +309,7 @@ def test_a_mismatched_manifest_is_refused(
         result.manifest_path.write_bytes(replace(manifest, database=database).to_json())
     with pytest.raises(BadBackup, match=message) as caught:
         restore_backup(result.manifest_path, target)
-    assert caught.value.code == DATAERR
+    assert caught.value.code == exitcodes.DATAERR
     assert Path(target[len("sqlite:///") :]).read_bytes() == before
     assert not any(p.name.startswith(".tmp-") for p in Path(target[10:]).parent.iterdir())
 
@@ -556,7 +556,7 @@ def test_restore_of_an_unknown_backup_exits_66(sqlite_home: Settings, tmp_path: 
     stranger = tmp_path / "notes.txt"
     stranger.write_text("not a backup")
     outcome = invoke(sqlite_home, "restore", str(stranger), "--into", "sqlite:///x")
-    assert outcome.exit_code == DATAERR and "not a phoenix backup" in outcome.output
+    assert outcome.exit_code == exitcodes.DATAERR and "not a phoenix backup" in outcome.output
 
 
 def test_manifest_round_trip_and_locate(backed_up: tuple[Settings, BackupResult]) -> None:

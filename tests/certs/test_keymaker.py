@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, MAX_RESTART_DELAY, KeyMaker, KeyMakerError
+from cloud_phoenix import exitcodes
+from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError
 from cloud_phoenix.certs.schedtick import ticking_cpus
-from cloud_phoenix.proc.child import restart_delay
 
 pytestmark = pytest.mark.integration
 
@@ -108,12 +108,6 @@ def test_a_child_that_cannot_start_is_a_clear_error_and_is_not_restarted_in_a_ho
     run(scenario())
 
 
-def test_restart_delay_backs_off_to_a_bound() -> None:
-    """The key maker's restarts: the supervisor's backoff, with a lower bound."""
-    assert [restart_delay(n, MAX_RESTART_DELAY) for n in (0, 1, 2, 3)] == [0.0, 0.25, 0.5, 1.0]
-    assert restart_delay(40, MAX_RESTART_DELAY) == 5.0
-
-
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
@@ -171,7 +165,7 @@ def test_the_child_answers_each_byte_with_a_key_and_exits_at_end_of_input() -> N
 def test_the_child_refuses_a_wrong_command_line_and_a_parent_already_gone() -> None:
     wrong = child("two")
     _, err = wrong.communicate(timeout=10)
-    assert wrong.returncode == 64 and b"usage" in err
+    assert wrong.returncode == exitcodes.USAGE and b"usage" in err
     orphan = child("1", "1", "0")  # "its parent is pid 1": as if the server died before prctl
     orphan.stdin.write(b"k")  # type: ignore[union-attr]
     out, _ = orphan.communicate(timeout=10)

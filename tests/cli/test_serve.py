@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_phoenix.exitcodes import CANT_CREATE as EXIT_CANT_CREATE
+from cloud_phoenix.exitcodes import CANTCREAT as EXIT_CANTCREAT
 from cloud_phoenix.exitcodes import CONFIG as EXIT_CONFIG
-from cloud_phoenix.exitcodes import PORT_TAKEN as EXIT_PORT_TAKEN
+from cloud_phoenix.exitcodes import TEMPFAIL as EXIT_TEMPFAIL
 from cloud_phoenix.store import LogQuery, open_store
 from tests.fixtures.server import PhoenixProcess, free_port, start_phoenix
 
@@ -44,7 +44,7 @@ def test_a_taken_port_is_a_clear_error_with_its_own_exit_code(tmp_path: Path) ->
         taken.listen()
         port = taken.getsockname()[1]
         result = run_phoenix("serve", PHOENIX_HOME=str(tmp_path), PORT=str(port))
-    assert result.returncode == EXIT_PORT_TAKEN
+    assert result.returncode == EXIT_TEMPFAIL
     assert f"127.0.0.1:{port}" in result.stderr and "PORT" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -59,7 +59,7 @@ def test_an_unwritable_home_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "home"
     blocker.write_text("a file, not a folder")
     result = run_phoenix("serve", PHOENIX_HOME=str(blocker), PORT=str(free_port()))
-    assert result.returncode == EXIT_CANT_CREATE
+    assert result.returncode == EXIT_CANTCREAT
     assert "PHOENIX_HOME is not writable" in result.stderr
 
 

@@ -89,7 +89,16 @@ def test_an_unreachable_store_raises_and_the_journal_keeps_everything(tmp_path: 
     assert Collector(good, journal).collect_once() == 5
 
 
-def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("interval", "max_backoff", "expected"),
+    [
+        (0.1, 10.0, [0.5, 1.0, 2.0, 4.0, 0.1, 0.1]),  # from half a second
+        (1.0, 5.0, [2.0, 4.0, 5.0, 5.0, 1.0, 1.0]),  # from two intervals, to the bound
+    ],
+)
+def test_run_backs_off_while_the_store_is_down_then_catches_up(
+    tmp_path: Path, interval: float, max_backoff: float, expected: list[float]
+) -> None:
     journal = tmp_path / "journal"
     write(journal, 5)
     blocker = tmp_path / "db"
@@ -103,9 +112,9 @@ def test_run_backs_off_while_the_store_is_down_then_catches_up(tmp_path: Path) -
         return len(sleeps) >= 6
 
     store = SQLiteStore(blocker / "db.sqlite3")
-    collector = Collector(store, journal, interval=0.1, sleep=sleep)
+    collector = Collector(store, journal, interval=interval, max_backoff=max_backoff, sleep=sleep)
     collector.run()
-    assert sleeps[:3] == [0.5, 1.0, 2.0]
+    assert sleeps == expected
     assert collector.stats.outages == 1
     assert store.count() == 5
 

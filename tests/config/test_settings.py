@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
+import string
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from cloud_phoenix.config import ConfigError, Settings
+from cloud_phoenix.journal import INSTANCE_RE
 
 
 def test_defaults_keep_the_node_application_names() -> None:
@@ -101,3 +108,102 @@ def test_instance_names_are_sanitised_or_taken_from_the_hostname() -> None:
 def test_forwarded_allow_ips() -> None:
     assert Settings.from_env({}).forwarded_allow_ips == "127.0.0.1"
     assert Settings.from_env({"PHOENIX_FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == "*"
+
+
+README = Path(__file__).parents[2] / "README.md"
+# Defaults the README says in words: what setting the variable to mean would be.
+SPOKEN_DEFAULTS = {
+    "CPU count": lambda: str(os.cpu_count() or 1),
+    "found on `PATH`": lambda: "",
+    "none": lambda: "",
+    "empty": lambda: "",
+    "unset": lambda: "",
+}
+
+
+class ReadingEnviron(dict[str, str]):
+    """An environment that notes every variable asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def markdown_tables(text: str) -> list[list[list[Token]]]:
+    """Every table in `text`, read by a Markdown parser: its rows, the header first, each
+    row the inline tokens of its cells."""
+    tables: list[list[list[Token]]] = []
+    row: list[Token] | None = None
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(token)
+        elif token.type == "tr_close" and row is not None:
+            tables[-1].append(row)
+            row = None
+    return tables
+
+
+def readme_configuration() -> dict[str, str]:
+    """The README's configuration table: each variable and its default as the cell says it
+    (a code span alone is the literal value; "words:..." otherwise)."""
+    [table] = [
+        rows
+        for rows in markdown_tables(README.read_text())
+        if [cell.content for cell in rows[0]] == ["variable", "default", "meaning"]
+    ]
+    defaults: dict[str, str] = {}
+    for variable, default, _ in table[1:]:
+        name, value = variable.children or [], default.children or []
+        assert len(name) == 1 and name[0].type == "code_inline", variable.content
+        literal = len(value) == 1 and value[0].type == "code_inline"
+        defaults[name[0].content] = value[0].content if literal else f"words:{default.content}"
+    return defaults
+
+
+def documented_value(default: str, home: str) -> str:
+    if default.startswith("words:"):
+        words = default.removeprefix("words:")
+        assert words in SPOKEN_DEFAULTS, f"the README's default {words!r} means what value?"
+        return SPOKEN_DEFAULTS[words]()
+    return string.Template(default).substitute(PHOENIX_HOME=home)
+
+
+def test_the_readme_documents_every_variable_the_settings_read() -> None:
+    environ = ReadingEnviron()
+    Settings.from_env(environ)
+    assert set(readme_configuration()) == environ.asked
+
+
+def test_the_readme_gives_each_variables_default_as_the_settings_have_it() -> None:
+    defaults = Settings.from_env({})
+    home = defaults.home.as_posix()
+    for variable, default in readme_configuration().items():
+        value = documented_value(default, home)
+        assert Settings.from_env({variable: value}) == defaults, (variable, default)
+
+
+def test_a_default_is_the_same_built_directly_or_from_an_empty_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)  # not the 2 once written in the class
+    direct, from_env = Settings(), Settings.from_env({})
+    assert replace(direct, db_url=from_env.db_url) == from_env
+    assert from_env.cert_concurrency == 7
+
+
+@pytest.mark.parametrize("raw", ["hostname", "a" * 80, "-x-", "é-pod.1", "pod\n", "0_"])
+def test_a_configured_instance_is_a_name_the_journal_takes(raw: str) -> None:
+    instance = Settings.from_env({"PHOENIX_INSTANCE": raw}).instance
+    assert INSTANCE_RE.match(instance), instance

@@ -101,7 +101,7 @@ def test_a_folder_it_did_not_make_is_neither_used_nor_removed(tmp_path: Path) ->
     engine = PrivateEngine(tmp_path)
     with pytest.raises(ContainerError) as started:
         engine.start()
-    assert started.value.code == exitcodes.CANT_CREATE
+    assert started.value.code == exitcodes.CANTCREAT
     with pytest.raises(ContainerError):
         engine.stop()
     assert keep.read_text() == "mine"

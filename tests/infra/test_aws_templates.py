@@ -368,8 +368,8 @@ def test_a_crash_is_restarted_but_a_cannot_start_exit_is_not(stacks: dict[str, A
     cannot_start = {
         exitcodes.UNAVAILABLE,
         exitcodes.SOFTWARE,
-        exitcodes.CANT_CREATE,
-        exitcodes.PORT_TAKEN,
+        exitcodes.CANTCREAT,
+        exitcodes.TEMPFAIL,
         exitcodes.CONFIG,
     }
     for container in containers(stacks).values():

@@ -23,8 +23,8 @@ def test_the_unit_restarts_always_but_not_on_cannot_start_codes() -> None:
     assert codes == {
         exitcodes.UNAVAILABLE,
         exitcodes.SOFTWARE,
-        exitcodes.CANT_CREATE,
-        exitcodes.PORT_TAKEN,
+        exitcodes.CANTCREAT,
+        exitcodes.TEMPFAIL,
         exitcodes.CONFIG,
     }
 

@@ -1,14 +1,21 @@
 from __future__ import annotations
 
+import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cloud_phoenix.journal import (
+    INSTANCE_MAX,
     MAX_VALUE_CHARS,
+    POS_MAX_LENGTH,
+    POS_PATTERN,
     READ_AHEAD,
+    RECORD_FIELDS,
+    RECORD_TYPES,
     AccessRecord,
     JournalWriter,
     TimeFormatter,
@@ -207,3 +214,58 @@ def test_a_value_past_the_cap_is_cut_with_a_visible_marker() -> None:
     long = "a" * MAX_VALUE_CHARS + "b" * 12_345
     assert cap_value(long) == "a" * MAX_VALUE_CHARS + "...[truncated 12345 chars]"
     assert cap_value(long[:-12_344]) == "a" * MAX_VALUE_CHARS + "...[truncated 1 chars]"
+
+
+def test_a_line_is_the_records_fields_by_name_in_order() -> None:
+    original = record(3, user_agent="\udc80")  # a lone surrogate takes the slower encoder
+    for line in (record(3).to_line(), original.to_line()):
+        parsed = json.loads(line)
+        assert list(parsed) == list(RECORD_FIELDS) == list(AccessRecord._fields)
+    assert json.loads(original.to_line())["user_agent"] == "\udc80"
+
+
+def test_a_mapping_of_the_fields_is_read_with_each_fields_type() -> None:
+    loose = {**record(4)._asdict(), "status": "201", "bytes": 12.0, "duration_ms": 3}
+    read = AccessRecord.from_mapping(loose)
+    assert (read.status, read.bytes, read.duration_ms) == (201, 12, 3.0)
+    assert [type(value) for value in read] == [RECORD_TYPES[name] for name in RECORD_FIELDS]
+    with pytest.raises(ValueError, match="request_id"):
+        AccessRecord.from_mapping({k: v for k, v in loose.items() if k != "request_id"})
+    with pytest.raises(ValueError):
+        AccessRecord.from_mapping({**loose, "status": "two"})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "access-\u0662\u0660\u0662\u0666-\u0661\u0661-\u0662\u0668.jsonl",  # Arabic-Indic digits
+        "access-2026-11-28.jsonl\n",
+        "access-2026-11-28.pod-a\n.jsonl",
+    ],
+)
+def test_only_ascii_digits_and_no_line_end_make_a_journal_file_name(
+    tmp_path: Path, name: str
+) -> None:
+    (tmp_path / name).write_bytes(record().to_line())
+    (tmp_path / "access-2026-11-28.jsonl").write_bytes(b"")
+    assert journal_files(tmp_path) == ["access-2026-11-28.jsonl"]
+
+
+@pytest.mark.parametrize("instance", ["pod-a\n", "\u0661pod", "-pod", "p" * (INSTANCE_MAX + 1)])
+def test_an_instance_name_the_file_pattern_would_not_read_is_refused(
+    tmp_path: Path, instance: str
+) -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        JournalWriter(tmp_path, instance=instance)
+
+
+def test_the_longest_instance_name_gives_a_file_and_a_position_the_patterns_read(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(
+        tmp_path, clock=datetime(2026, 11, 27, tzinfo=UTC).timestamp, instance="p" * INSTANCE_MAX
+    )
+    writer.append(record())
+    (name,) = journal_files(tmp_path)
+    pos = read_chunk(tmp_path / name, 0, max_records=1).entries[0].pos
+    assert re.fullmatch(POS_PATTERN, pos) and len(pos) == POS_MAX_LENGTH

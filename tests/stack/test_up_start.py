@@ -32,7 +32,7 @@ def test_a_taken_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         result = up(tmp_path, PORT=str(taken.getsockname()[1]))
-    assert result.returncode == exitcodes.PORT_TAKEN
+    assert result.returncode == exitcodes.TEMPFAIL
     assert "Set PORT to a free port" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -46,7 +46,7 @@ def test_an_unwritable_home(tmp_path: Path) -> None:
     blocker = tmp_path / "home"
     blocker.write_text("not a folder")
     result = up(blocker)
-    assert result.returncode == exitcodes.CANT_CREATE
+    assert result.returncode == exitcodes.CANTCREAT
     assert "PHOENIX_HOME is not writable" in result.stderr
 
 
@@ -71,7 +71,7 @@ def test_a_second_stack_on_the_same_home_is_refused(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as stack:
         result = up(stack.home)
         assert stack.process.poll() is None  # the first one is untouched
-    assert result.returncode == exitcodes.PORT_TAKEN
+    assert result.returncode == exitcodes.TEMPFAIL
     assert f"pid {stack.process.pid}" in result.stderr
     assert "its own PHOENIX_HOME" in result.stderr
 

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud_phoenix.journal import file_name, format_time, position_key
-from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN, Cursor
+from cloud_phoenix.store.base import (
+    CURSOR_MAX_LENGTH,
+    CURSOR_PATTERN,
+    Cursor,
+    Event,
+    StoreError,
+    prepare_event,
+)
 
 
 @given(
@@ -59,3 +66,12 @@ def test_the_longest_cursor_the_application_hands_out_fits() -> None:
     assert len(longest) == CURSOR_MAX_LENGTH
     assert Cursor.decode(longest) == Cursor(format_time(moment), pos)
     assert re.fullmatch(CURSOR_PATTERN, longest)
+
+
+@pytest.mark.parametrize("time", ["2026-11-27T10:00:00.123456Z\n", "2026-11-27T10:00:00.123456"])
+def test_an_event_time_is_refused_unless_it_is_the_journals_form_alone(time: str) -> None:
+    # The stores compare times as text: a trailing newline would sort it apart from its time.
+    with pytest.raises(StoreError, match="format_time"):
+        prepare_event(Event(time, "worker_restarted", "m"))
+    good = Event("2026-11-27T10:00:00.123456Z", "worker_restarted", "m")
+    assert prepare_event(good)[0] == good

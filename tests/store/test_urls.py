@@ -13,12 +13,20 @@ from psycopg.conninfo import conninfo_to_dict
 from pymongo.errors import OperationFailure
 from pymongo.uri_parser import parse_uri
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import BackupError
 from cloud_phoenix.backup.snapshot import backend_name, source_name
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.store import StoreError, StoreUnavailable, open_store
 from cloud_phoenix.store.mongodb import MongoStore
-from cloud_phoenix.store.urls import redact_url, scrub, url_database, url_problem, url_secrets
+from cloud_phoenix.store.urls import (
+    redact_url,
+    scrub,
+    url_backend,
+    url_database,
+    url_problem,
+    url_secrets,
+)
 
 # `?`, `/`, `@`, `#` end the user information for some readers only; ':' is a second
 # separator to pymongo, '+' a space, '%' an escape; '[' breaks urllib; a space is stripped.
@@ -211,3 +219,31 @@ def test_a_driver_error_quoting_the_password_is_scrubbed(char: str) -> None:
     assert "mongodb://127.0.0.1:9" in str(raised.value)
     assert not pieces(password) & pieces(str(raised.value))
     assert not pieces(quote(password, safe="")) & pieces(str(raised.value))
+
+
+@pytest.mark.parametrize(
+    ("url", "backend"),
+    [
+        ("sqlite:///var/db/phoenix.sqlite3", "sqlite"),
+        ("SQLite:///var/db/phoenix.sqlite3", "sqlite"),
+        ("postgresql://u:p@db/phoenix", "postgresql"),
+        ("postgres://u:p@db/phoenix", "postgresql"),
+        ("mongodb://u:p@db/phoenix", "mongodb"),
+        ("mongodb+srv://u:p@cluster.example/phoenix", "mongodb"),
+    ],
+)
+def test_the_store_and_the_backups_read_a_scheme_as_the_same_backend(
+    url: str, backend: str
+) -> None:
+    assert url_backend(url) == backend_name(url) == backend
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@db/phoenix", "file:///tmp/x", "no-scheme"])
+def test_the_store_and_the_backups_refuse_another_scheme_with_one_message(url: str) -> None:
+    with pytest.raises(StoreError) as by_store:
+        open_store(url)
+    with pytest.raises(BackupError) as by_backup:
+        backend_name(url)
+    assert str(by_store.value) == str(by_backup.value)
+    assert "unsupported database URL scheme" in str(by_store.value)
+    assert by_backup.value.code == exitcodes.USAGE

@@ -228,6 +228,7 @@ class RequestLog:
         """Journal line, stdout line, metrics: the values go straight into the line, each
         value a client sets cut to MAX_VALUE_CHARS."""
         client = scope.get("client")
+        # AccessRecord's values in its order; mypy checks them where the stdout line makes one.
         fields = (
             self._time(started),
             scope["method"],
@@ -243,7 +244,7 @@ class RequestLog:
             request_id,
         )
         try:
-            self.journal.write_line(journal_line(*fields))
+            self.journal.write_line(journal_line(fields))
         except OSError as exc:
             self.metrics.journal_errors.inc()
             log.error("journal write failed, request %s not recorded: %s", request_id, exc)

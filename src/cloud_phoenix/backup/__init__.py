@@ -17,10 +17,6 @@ from __future__ import annotations
 
 from cloud_phoenix.backup.catalog import CatalogEntry, scan
 from cloud_phoenix.backup.errors import (
-    BUSY,
-    DATAERR,
-    NOINPUT,
-    USAGE,
     BackupBusy,
     BackupError,
     BadBackup,
@@ -55,10 +51,6 @@ from cloud_phoenix.backup.schedule import DailyBackups, next_run
 from cloud_phoenix.backup.snapshot import Progress
 
 __all__ = [
-    "BUSY",
-    "DATAERR",
-    "NOINPUT",
-    "USAGE",
     "Artefact",
     "BackupBusy",
     "BackupError",

@@ -1,16 +1,11 @@
 """What can go wrong with a backup or a restore, each with the exit code the CLI gives it.
 
-Library code raises these; `cli_backup` turns them into a message and `exc.code`.
+Library code raises these; the CLI turns them into a message and `exc.code`.
 """
 
 from __future__ import annotations
 
 from cloud_phoenix import exitcodes
-
-USAGE = 64  # EX_USAGE: the request itself cannot work (a PostgreSQL dump into a SQLite URL)
-DATAERR = 65  # EX_DATAERR: a backup file is corrupt, truncated, or disagrees with its manifest
-NOINPUT = 66  # EX_NOINPUT: the backup file named does not exist
-BUSY = 75  # EX_TEMPFAIL: another backup holds the lock; try again later
 
 # The end of every refusal that comes before a restore touches its target.
 NOTHING_CHANGED = "nothing was changed"
@@ -36,13 +31,13 @@ class SourceUnavailable(BackupError):
 class CannotWrite(BackupError):
     """The backups folder (or a restore target) cannot be written: missing, read-only, full."""
 
-    code = exitcodes.CANT_CREATE
+    code = exitcodes.CANTCREAT
 
 
 class BadBackup(BackupError):
     """A backup is corrupt, truncated or mismatched; nothing was changed."""
 
-    code = DATAERR
+    code = exitcodes.DATAERR
 
 
 class UnsafeManifest(BadBackup):
@@ -53,4 +48,4 @@ class UnsafeManifest(BadBackup):
 class BackupBusy(BackupError):
     """Another backup runs in this backups folder now."""
 
-    code = BUSY
+    code = exitcodes.TEMPFAIL

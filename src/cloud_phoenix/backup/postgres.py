@@ -32,8 +32,8 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup.errors import (
-    USAGE,
     BackupError,
     BadBackup,
     CannotWrite,
@@ -77,13 +77,13 @@ class _Server:
     def __init__(self, url: str) -> None:
         problem = url_problem(url)
         if problem:
-            raise BackupError(f"the PostgreSQL URL is refused: {problem}", USAGE)
+            raise BackupError(f"the PostgreSQL URL is refused: {problem}", exitcodes.USAGE)
         try:
             params = pg_conninfo.conninfo_to_dict(url)
         except (psycopg.ProgrammingError, ValueError):  # ValueError: bytes not UTF-8
             raise BackupError(
                 "cannot read the PostgreSQL URL: expected postgresql://user:password@host:port/db",
-                USAGE,
+                exitcodes.USAGE,
             ) from None
         params.setdefault("connect_timeout", 5)
         params.setdefault("application_name", "cloud-phoenix-backup")

@@ -2,7 +2,7 @@
 
 `verify_backup` reads the manifest (its own checksum included, and the names of its
 files: the backup's own, never a path) and hashes every file it lists; a corrupt,
-truncated, edited or crafted backup is refused with BadBackup (exit 65) and nothing
+truncated, edited or crafted backup is refused with BadBackup (exit DATAERR) and nothing
 changes. Each backend then checks the dump's content against the manifest's
 counts before it writes to the target (see `snapshot`).
 """
@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup.catalog import check_artefact
 from cloud_phoenix.backup.errors import (
-    NOINPUT,
     NOTHING_CHANGED,
-    USAGE,
     BackupError,
     BadBackup,
 )
@@ -58,7 +57,9 @@ def locate(file: str | Path, folder: Path) -> Path:
     match = ID_RE.match(path.name)
     manifest = path.with_name(match.group(1) + MANIFEST_SUFFIX) if match else path
     if not path.exists() and not manifest.exists():
-        raise BackupError(f"{file}: no such backup (list them with `phoenix backups`)", NOINPUT)
+        raise BackupError(
+            f"{file}: no such backup (list them with `phoenix backups`)", exitcodes.NOINPUT
+        )
     if not match:
         raise BadBackup(
             f"{file} is not a phoenix backup (names start phoenix-YYYYmmddTHHMMSSZ): "
@@ -95,7 +96,7 @@ def restore_backup(
         raise BackupError(
             f"{manifest.id} is a {manifest.backend} backup and cannot be restored into a "
             f"{kind} database: give --into a {manifest.backend} URL; {NOTHING_CHANGED}",
-            USAGE,
+            exitcodes.USAGE,
         )
     dump = manifest_file.parent / manifest.database.file
     restored = backend_for(into_url).restore(dump, into_url, manifest, progress)

@@ -99,10 +99,10 @@ def run_backup(
 ) -> BackupResult:
     """Take a backup of `settings.db_url` into `settings.backups_dir`, then prune.
 
-    Raises BackupError (its `code` is the exit code): SourceUnavailable (69) when the
-    database is down or pg_dump is missing, CannotWrite (73) when the folder is unwritable
-    or full, BadBackup (65) when `verify` finds the restored counts differ, BackupBusy (75)
-    when another backup runs. `clock` returns an aware datetime (tests inject one).
+    Raises BackupError (its `code` is the exit code): SourceUnavailable when the database
+    is down or pg_dump is missing, CannotWrite when the folder is unwritable or full,
+    BadBackup when `verify` finds the restored counts differ, BackupBusy when another
+    backup runs. `clock` returns an aware datetime (tests inject one).
     """
     try:
         result = _backup(settings, verify, clock, progress or no_progress)

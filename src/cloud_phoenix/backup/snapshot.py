@@ -20,9 +20,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol, cast
 
-from cloud_phoenix.backup.errors import USAGE, BackupError
+from cloud_phoenix import exitcodes
+from cloud_phoenix.backup.errors import BackupError
 from cloud_phoenix.backup.manifest import Manifest
-from cloud_phoenix.store.urls import redact_url, url_database, url_problem, url_scheme
+from cloud_phoenix.store.urls import redact_url, url_backend, url_database, url_problem
 
 # progress(stage, done, total): total 0 means "unknown" (show a spinner, not a bar).
 Progress = Callable[[str, int, int], None]
@@ -70,19 +71,11 @@ def backend_name(url: str) -> str:
     scheme, or for a URL whose password the drivers could read differently."""
     problem = url_problem(url)
     if problem:
-        raise BackupError(f"the database URL is refused: {problem}", USAGE)
-    scheme = url_scheme(url)
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in {"postgresql", "postgres"}:
-        return "postgresql"
-    if scheme in {"mongodb", "mongodb+srv"}:
-        return "mongodb"
-    raise BackupError(
-        f"unsupported database URL scheme {scheme or '(none)'!r}: use sqlite:///path, "
-        "postgresql://user:password@host/db or mongodb://host/db",
-        USAGE,
-    )
+        raise BackupError(f"the database URL is refused: {problem}", exitcodes.USAGE)
+    try:
+        return url_backend(url)
+    except ValueError as exc:
+        raise BackupError(str(exc), exitcodes.USAGE) from None
 
 
 def source_name(url: str) -> str:

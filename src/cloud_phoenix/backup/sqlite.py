@@ -12,8 +12,8 @@ running stack can stay up: SQLite locks the target while it is replaced, and its
 connections see the restored content after. Never a file rename over a live database,
 whose -wal file would then belong to another database.
 
-The decompression stops one read past the size the manifest declares (a bomb is refused,
-exit 65) and never goes beyond the free space (exit 73), which alone bounds a manifest
+The decompression stops one read past the size the manifest declares (a bomb is refused:
+BadBackup) and never goes beyond the free space (CannotWrite), which alone bounds a manifest
 written before sizes were declared.
 """
 
@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.backup.errors import (
     NOTHING_CHANGED,
     BackupError,
@@ -60,7 +61,7 @@ def database_path(url: str) -> Path:
     try:
         return SQLiteStore.from_url(url).path
     except StoreError as exc:
-        raise BackupError(str(exc), 64) from None
+        raise BackupError(str(exc), exitcodes.USAGE) from None
 
 
 def dump(url: str, final: Path, progress: Progress) -> Snapshot:

@@ -39,12 +39,14 @@ import threading
 import time
 from collections import deque
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import BinaryIO
 
+from cloud_phoenix import exitcodes
 from cloud_phoenix.certs.keys import SpareKey, make_spare_parts
 from cloud_phoenix.certs.schedtick import SchedulingTick, ticking_cpus
 from cloud_phoenix.proc.background import die_with_parent, make_idle
-from cloud_phoenix.proc.child import restart_delay
+from cloud_phoenix.proc.backoff import RESTART
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,9 @@ KEY_LENGTH = struct.Struct("!I")
 KIND_KEY = b"K"
 KIND_ERROR = b"E"
 MAX_FRAME = 1 << 20  # a key frame is about 4 KiB: anything larger is a broken child
-# After an exit of the child: at once, then 0.25 s doubling up to this (children.py's
-# restart_delay), while it dies again before handing out a key (a broken install must not
-# be restarted in a hot loop).
-MAX_RESTART_DELAY = 5.0
+# After an exit of the child: the supervisor's restart backoff, bounded lower, while it dies
+# again before handing out a key (a broken install must not be restarted in a hot loop).
+RESTART_BACKOFF = replace(RESTART, max_delay=5.0)
 
 
 class KeyMakerError(Exception):
@@ -196,7 +197,7 @@ class KeyMaker:
             return
 
     def _exited(self, reason: str) -> None:
-        delay = restart_delay(self._failures, MAX_RESTART_DELAY)
+        delay = RESTART_BACKOFF.delay(self._failures)
         self._failures += 1
         self._not_before = time.monotonic() + delay
         pending = sum(1 for f in self._pending if not f.done())
@@ -270,7 +271,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(
             "usage: python -m cloud_phoenix.certs.keymaker THREADS PARENT_PID TICK_MICROSECONDS\n"
         )
-        return 64
+        return exitcodes.USAGE
     threads, parent, tick_us = max(1, int(argv[0])), int(argv[1]), int(argv[2])
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above took effect

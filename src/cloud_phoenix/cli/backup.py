@@ -35,8 +35,6 @@ from rich.text import Text
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import (
-    DATAERR,
-    USAGE,
     BackupError,
     CatalogEntry,
     Notify,
@@ -125,7 +123,7 @@ def backups(
         if entry.unsafe:
             typer.secho(f"phoenix: {entry.problem}", err=True, fg=typer.colors.RED)
     if any(entry.unsafe for entry in entries):
-        raise typer.Exit(DATAERR)
+        raise typer.Exit(exitcodes.DATAERR)
 
 
 def _print_table(settings: Settings, entries: list[CatalogEntry], now: datetime) -> None:
@@ -174,7 +172,7 @@ def restore(
                 raise _fail(
                     f"restoring into the configured database ({source_name(target)}) replaces "
                     "its records: pass --yes, or restore --into a scratch database first",
-                    USAGE,
+                    exitcodes.USAGE,
                 )
             typer.confirm(
                 f"Replace the records of {source_name(target)} with backup {manifest.id} "

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud_phoenix.journal import first_record_time, journal_files, parse_time, read_chunk
+from cloud_phoenix.proc.backoff import Backoff
 from cloud_phoenix.store.base import LogStore, PositionConflict, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ class Collector:
         self.journal_dir = journal_dir
         self.batch_size = batch_size
         self.interval = interval
-        self.max_backoff = max_backoff
+        # While the store fails: half a second or two idle intervals, whichever is longer,
+        # doubling up to max_backoff.
+        self.backoff = Backoff(first_delay=max(0.5, 2 * interval), max_delay=max_backoff)
         self.stats = CollectorStats()
         self._stop = threading.Event()
         # sleep(seconds) returns True when the collector was asked to stop meanwhile.
@@ -126,7 +129,7 @@ class Collector:
 
     def run(self) -> None:
         """Collect until `stop()`, backing off while the store is unavailable."""
-        backoff = self.interval
+        failures = 0
         down_since: float | None = None
         while True:
             try:
@@ -136,7 +139,7 @@ class Collector:
                     down_since = time.monotonic()
                     self.stats.outages += 1
                     log.error("collector: store unavailable, retrying with backoff: %s", exc)
-                backoff = min(self.max_backoff, max(backoff * 2, 0.5))
+                failures += 1
                 if isinstance(exc, StoreUnavailable):
                     self._migrated = False
             else:
@@ -146,8 +149,8 @@ class Collector:
                         time.monotonic() - down_since,
                     )
                     down_since = None
-                backoff = self.interval
-            if self._sleep(backoff):
+                failures = 0
+            if self._sleep(self.backoff.delay(failures) if failures else self.interval):
                 break
         self.flush()
 

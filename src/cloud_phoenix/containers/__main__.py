@@ -100,7 +100,7 @@ def build(
             err=True,
             fg="red",
         )
-        raise typer.Exit(64)
+        raise typer.Exit(exitcodes.USAGE)
     try:
         docker = PrivateEngine(engine).docker() if engine else DockerCli(find_cli())
         builder = ImageBuilder(docker, repo.absolute(), cache, sink=progress)

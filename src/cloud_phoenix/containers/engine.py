@@ -147,7 +147,7 @@ class PrivateEngine:
                 raise ContainerError(
                     f"{paths.folder} is not empty and not a private engine's folder: give "
                     "an empty or new folder",
-                    exitcodes.CANT_CREATE,
+                    exitcodes.CANTCREAT,
                 )
             self.stop()  # what an earlier run left there
         try:
@@ -156,7 +156,7 @@ class PrivateEngine:
             (paths.folder / "daemon.json").write_text("{}\n")
         except OSError as exc:
             raise ContainerError(
-                f"cannot make the engine folder {paths.folder}: {exc}", exitcodes.CANT_CREATE
+                f"cannot make the engine folder {paths.folder}: {exc}", exitcodes.CANTCREAT
             ) from None
         with open(paths.log, "ab") as output:
             process = subprocess.Popen(
@@ -189,7 +189,7 @@ class PrivateEngine:
         if not (paths.folder / MARKER).exists():
             raise ContainerError(
                 f"{paths.folder} is not a private engine's folder: not removing it",
-                exitcodes.CANT_CREATE,
+                exitcodes.CANTCREAT,
             )
         pid = dockerd_pid(paths)
         if pid is not None and ping(paths.socket):

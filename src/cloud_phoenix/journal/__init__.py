@@ -16,21 +16,36 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
 log = logging.getLogger(__name__)
 
+# The journal's names, times and positions, as patterns every reader shares: the files
+# here, the stores' checks and the API document's cursor (store.base). [0-9], not \d:
+# Python's \d takes any Unicode digit. Unanchored, so that they compose; the regexes below
+# end in \Z, not $, which would let a trailing newline through.
+DAY_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+INSTANCE_MAX = 63  # characters of an instance name
+INSTANCE_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{INSTANCE_MAX - 1}}}"
+# A record's time, as `format_time` writes it (TIME_FORMAT is its strptime spelling).
+TIME_PATTERN = rf"{DAY_PATTERN}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}\.[0-9]{{6}}Z"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+TIME_LENGTH = len("YYYY-MM-DDTHH:MM:SS.ffffffZ")
+# A record's position, as `position_key` writes it: day, instance if any, byte offset.
+POS_PATTERN = rf"{DAY_PATTERN}(?::{INSTANCE_PATTERN})?:[0-9]{{12}}"
+POS_MAX_LENGTH = len("YYYY-MM-DD:") + INSTANCE_MAX + len(":000000000000")
 # access-DAY.jsonl, or access-DAY.INSTANCE.jsonl where several instances (pods, tasks) each
 # keep a journal of their own and share one store: the instance keeps their positions apart.
-INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-FILE_RE = re.compile(r"^access-(\d{4}-\d{2}-\d{2})(?:\.([A-Za-z0-9][A-Za-z0-9_-]{0,62}))?\.jsonl$")
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+INSTANCE_RE = re.compile(rf"^{INSTANCE_PATTERN}\Z")
+FILE_RE = re.compile(rf"^access-({DAY_PATTERN})(?:\.({INSTANCE_PATTERN}))?\.jsonl\Z")
+TIME_RE = re.compile(rf"^{TIME_PATTERN}\Z")
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 DAY = 86400
 # A client sets the path, query, user agent, referrer (and, through a trusted proxy's
@@ -97,45 +112,11 @@ def position_prefix(file: str) -> str:
     return f"{day}:{instance}:" if instance else f"{day}:"
 
 
-def journal_line(
-    time: str,
-    method: str,
-    path: str,
-    query: str,
-    status: int,
-    size: int,
-    duration_ms: float,
-    remote_addr: str,
-    user_agent: str,
-    referrer: str,
-    worker: str,
-    request_id: str,
-) -> bytes:
-    """An access record's journal line (the fields of `AccessRecord`, in its order): the
-    request log calls it with the values themselves, no record object made per request."""
-    fields = {
-        "time": time,
-        "method": method,
-        "path": path,
-        "query": query,
-        "status": status,
-        "bytes": size,
-        "duration_ms": duration_ms,
-        "remote_addr": remote_addr,
-        "user_agent": user_agent,
-        "referrer": referrer,
-        "worker": worker,
-        "request_id": request_id,
-    }
-    try:
-        return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:  # a lone surrogate: escaped by the slower encoder
-        return _ENCODE(fields).encode() + b"\n"
-
-
 class AccessRecord(NamedTuple):
     """What is known of one request once it has been answered (or has killed its worker).
 
+    The one definition of the record's fields, their order and their types: the journal
+    line, the stores' columns and documents, and the /logs schema all derive from it.
     A named tuple, not a frozen dataclass: one is made for every request and for every
     line the collector reads, and a tuple is built several times faster.
     """
@@ -154,7 +135,17 @@ class AccessRecord(NamedTuple):
     request_id: str
 
     def to_line(self) -> builtins.bytes:
-        return journal_line(*self)
+        """The record's journal line (`journal_line`)."""
+        return journal_line(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> AccessRecord:
+        """The record from a mapping of its fields (a journal line's object, a stored
+        document), each converted to its type; ValueError if one is missing or mistyped."""
+        try:
+            return cls._make([convert(data[name]) for name, convert in _CONVERTERS])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or mistyped field: {exc}") from None
 
     @classmethod
     def from_line(cls, line: builtins.bytes) -> AccessRecord:
@@ -162,23 +153,7 @@ class AccessRecord(NamedTuple):
         data = orjson.loads(line)  # refuses invalid UTF-8 and bad JSON: ValueError
         if not isinstance(data, dict):
             raise ValueError("a journal line must be a JSON object")
-        try:
-            record = cls(
-                str(data["time"]),
-                str(data["method"]),
-                str(data["path"]),
-                str(data["query"]),
-                int(data["status"]),
-                int(data["bytes"]),
-                float(data["duration_ms"]),
-                str(data["remote_addr"]),
-                str(data["user_agent"]),
-                str(data["referrer"]),
-                str(data["worker"]),
-                str(data["request_id"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"journal line is missing or mistypes a field: {exc}") from None
+        record = cls.from_mapping(data)
         if b"\\u" in line:
             # JSON can spell a lone surrogate ("\udc80") that no database can store as text;
             # the writer spells every other character as itself, so only escapes need a look.
@@ -186,6 +161,24 @@ class AccessRecord(NamedTuple):
                 if type(value) is str:
                     value.encode("utf-8")
         return record
+
+
+RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields
+# Each field's type (str, int or float) as read from the class: it converts a parsed value.
+RECORD_TYPES: dict[str, type] = typing.get_type_hints(AccessRecord)
+_CONVERTERS: tuple[tuple[str, Callable[[Any], object]], ...] = tuple(
+    (name, RECORD_TYPES[name]) for name in RECORD_FIELDS
+)
+
+
+def journal_line(values: Sequence[object]) -> bytes:
+    """The journal line of a record's values, in its fields' order: a JSON object and a
+    newline. The request log passes a plain tuple: no record object is made per request."""
+    fields = dict(zip(RECORD_FIELDS, values, strict=False))  # strict is slower
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # a lone surrogate: escaped by the slower encoder
+        return _ENCODE(fields).encode() + b"\n"
 
 
 class JournalEntry(NamedTuple):
@@ -221,7 +214,7 @@ class JournalWriter:
         self.write_line(record.to_line())
 
     def write_line(self, line: bytes) -> None:
-        """Write one journal line (`journal_line`) with a single `write`; raises OSError."""
+        """Write one journal line (`AccessRecord.to_line`) with a single `write`; raises OSError."""
         with self._lock:
             now = self._clock()
             try:

@@ -1,6 +1,6 @@
 """One notification channel: a bounded queue delivered in order by a thread of its own.
 
-A channel retries a failed delivery with exponential backoff (RetryPolicy) and gives a
+A channel retries a failed delivery with backoff (RetryPolicy) and gives a
 notice up after its attempts or its age; when its queue is full the oldest notice is
 dropped, with a log line. What "deliver" means (an Apprise URL, the events store) is the
 caller's function.
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloud_phoenix.cpuwatch.decide import Notice
+from cloud_phoenix.proc.backoff import Backoff
 from cloud_phoenix.store.base import Event
 
 log = logging.getLogger(__name__)
@@ -24,29 +25,22 @@ QUEUE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Backoff between attempts (first_delay, x factor, at most max_delay) and when to stop."""
+class RetryPolicy(Backoff):
+    """The backoff between attempts (first_delay, x factor, at most max_delay), and when a
+    notice is given up: after max_attempts, or once older than max_age."""
 
     first_delay: float = 1.0
-    factor: float = 2.0
     max_delay: float = 60.0
+    factor: float = 2.0
     max_attempts: int = 8
     max_age: float = 600.0  # seconds after `send`: an older notice is given up
 
     def __post_init__(self) -> None:
+        Backoff.__post_init__(self)  # the class slots=True makes has no cell for super()
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        for name in ("first_delay", "max_delay", "max_age"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be 0 or more seconds, got {value}")
-        if not (math.isfinite(self.factor) and self.factor >= 1):
-            raise ValueError(f"factor must be 1 or more, got {self.factor}")
-
-    def delay(self, failed_attempts: int) -> float:
-        """Seconds to wait after the `failed_attempts`-th failure (1, 2, 4 ... max_delay)."""
-        exponent = min(failed_attempts - 1, 64)  # a float power past that overflows
-        return float(min(self.max_delay, self.first_delay * self.factor**exponent))
+        if not (math.isfinite(self.max_age) and self.max_age >= 0):
+            raise ValueError(f"max_age must be 0 or more seconds, got {self.max_age}")
 
 
 @dataclass(frozen=True, slots=True)

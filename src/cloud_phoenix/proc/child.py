@@ -12,19 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_phoenix.proc.background import die_with_parent, stops_held
+from cloud_phoenix.proc.backoff import RESTART
 
 log = logging.getLogger(__name__)
 
 HEALTHY_AFTER = 60.0  # seconds up after which a child's restart backoff starts again
-MAX_BACKOFF = 10.0
-
-
-def restart_delay(consecutive_failures: int, cap: float = MAX_BACKOFF) -> float:
-    """How long to wait before restart number `consecutive_failures` (0-based) of a child
-    that has not stayed up a healthy minute: at once, then 0.25 s doubling up to `cap`."""
-    if consecutive_failures <= 0:
-        return 0.0
-    return min(cap, 0.25 * 2.0 ** (consecutive_failures - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +103,7 @@ class Child:
         self.exit_codes = [*self.exit_codes[-9:], code]
         if now - self.started_at >= HEALTHY_AFTER:
             self.failures = 0
-        self.next_start = now + restart_delay(self.failures)
+        self.next_start = now + RESTART.delay(self.failures)
         self.failures += 1
         return code
 

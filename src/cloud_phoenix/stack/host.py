@@ -30,7 +30,7 @@ def prepare_home(settings: Settings) -> None:
             raise CannotStart(
                 f"PHOENIX_HOME is not writable ({folder}: {exc.strerror}); set "
                 "PHOENIX_HOME to a folder this user can write",
-                exitcodes.CANT_CREATE,
+                exitcodes.CANTCREAT,
             ) from None
 
 
@@ -46,7 +46,7 @@ def listen(host: str, port: int, what: str, backlog: int = 4096) -> socket.socke
         raise CannotStart(
             f"cannot listen on {host}:{port} for the {what}: {exc.strerror}; "
             "is another server using it? Set PORT to a free port",
-            exitcodes.PORT_TAKEN,
+            exitcodes.TEMPFAIL,
         ) from None
     sock.listen(backlog)
     sock.set_inheritable(True)
@@ -66,7 +66,7 @@ def lock_home(settings: Settings) -> int:
         raise CannotStart(
             f"another stack (pid {holder}) already runs with PHOENIX_HOME="
             f"{settings.home}; stop it, or give this one its own PHOENIX_HOME",
-            exitcodes.PORT_TAKEN,
+            exitcodes.TEMPFAIL,
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

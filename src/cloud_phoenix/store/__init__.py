@@ -12,7 +12,7 @@ from cloud_phoenix.store.base import (
     StoreError,
     StoreUnavailable,
 )
-from cloud_phoenix.store.urls import redact_url, url_scheme
+from cloud_phoenix.store.urls import redact_url, url_backend
 
 __all__ = [
     "Cursor",
@@ -30,20 +30,18 @@ __all__ = [
 
 def open_store(url: str) -> LogStore:
     """The store for `url`: sqlite:///path, postgresql://..., mongodb:// or mongodb+srv://."""
-    scheme = url_scheme(url)
-    if scheme == "sqlite":
+    try:
+        backend = url_backend(url)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    if backend == "sqlite":
         from cloud_phoenix.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
-    if scheme in {"postgresql", "postgres"}:
+    if backend == "postgresql":
         from cloud_phoenix.store.postgres import PostgresStore
 
         return PostgresStore.from_url(url)
-    if scheme in {"mongodb", "mongodb+srv"}:
-        from cloud_phoenix.store.mongodb import MongoStore
+    from cloud_phoenix.store.mongodb import MongoStore
 
-        return MongoStore.from_url(url)
-    raise StoreError(
-        f"unsupported database URL scheme {scheme or '(none)'!r}: use sqlite:///path, "
-        "postgresql://user:password@host/db or mongodb://host/db"
-    )
+    return MongoStore.from_url(url)

@@ -8,22 +8,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.journal import (
+    POS_MAX_LENGTH,
+    POS_PATTERN,
+    TIME_LENGTH,
+    TIME_PATTERN,
+    TIME_RE,
+    AccessRecord,
+    JournalEntry,
+)
 
-RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields  # the column order of every store
-
-
-# A record's time (journal.format_time) and its position (journal.position_key), as the
-# stores compare them. [0-9], not \d: Python's \d takes any Unicode digit.
-TIME_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
-POS_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?::[A-Za-z0-9][A-Za-z0-9_-]{0,62})?:[0-9]{12}"
-TIME_RE = re.compile(f"^{TIME_PATTERN}$")
 # A cursor is "TIME~POS" (~ needs no escaping in a URL). The API document declares `before`
 # with this pattern and length, and `Cursor.decode` accepts exactly what they allow: the
 # pattern reads the same in ECMA-262 (JSON Schema), Rust (pydantic) and Python (fullmatch).
 CURSOR_PATTERN = f"^({TIME_PATTERN})~({POS_PATTERN})$"
-# A time, "~", and a position with the longest instance name: day, ":", 63, ":", offset.
-CURSOR_MAX_LENGTH = 27 + 1 + 10 + 1 + 63 + 1 + 12
+CURSOR_MAX_LENGTH = TIME_LENGTH + 1 + POS_MAX_LENGTH
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 EVENT_KIND_MAX = 64

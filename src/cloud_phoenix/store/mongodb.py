@@ -31,9 +31,8 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from cloud_phoenix.journal import JournalEntry
+from cloud_phoenix.journal import RECORD_FIELDS, JournalEntry
 from cloud_phoenix.store.base import (
-    RECORD_FIELDS,
     Event,
     LogQuery,
     LogRow,

@@ -12,9 +12,8 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError
 
-from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.journal import RECORD_FIELDS, AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
-    RECORD_FIELDS,
     Event,
     LogQuery,
     LogRow,
@@ -56,23 +55,10 @@ def record_document(entry: JournalEntry) -> Document:
 
 def log_row(doc: Mapping[str, Any]) -> LogRow:
     try:
-        record = AccessRecord(
-            time=str(doc["time"]),
-            method=str(doc["method"]),
-            path=str(doc["path"]),
-            query=str(doc["query"]),
-            status=int(doc["status"]),
-            bytes=int(doc["bytes"]),
-            duration_ms=float(doc["duration_ms"]),
-            remote_addr=str(doc["remote_addr"]),
-            user_agent=str(doc["user_agent"]),
-            referrer=str(doc["referrer"]),
-            worker=str(doc["worker"]),
-            request_id=str(doc["request_id"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        record = AccessRecord.from_mapping(doc)
+    except ValueError as exc:
         raise StoreError(
-            f"logs document {doc.get('_id')!r} is not an access record: {exc!r}"
+            f"logs document {doc.get('_id')!r} is not an access record: {exc}"
         ) from None
     return LogRow(str(doc["_id"]), record)
 

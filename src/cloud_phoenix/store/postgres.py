@@ -13,7 +13,7 @@ rewrites numbers (1e+16 comes back as an integer), and the dict must come back a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,9 +22,8 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
-    RECORD_FIELDS,
     Event,
     LogQuery,
     LogRow,
@@ -36,45 +35,39 @@ from cloud_phoenix.store.base import (
     prepare_event,
 )
 from cloud_phoenix.store.sqlite import NO_COUNTER, events_where, where_clause
-from cloud_phoenix.store.urls import redact_url, scrub, url_problem, url_secrets
+from cloud_phoenix.store.urls import (
+    POSTGRES_SCHEMES,
+    redact_url,
+    scrub,
+    url_problem,
+    url_scheme,
+    url_secrets,
+)
 
 Connection = psycopg.Connection[TupleRow]
 
-# The SQL type of each column: the batch insert sends one typed array per column.
-_TYPES = {
-    "pos": "text",
-    "time": "text",
-    "method": "text",
-    "path": "text",
-    "query": "text",
-    "status": "integer",
-    "bytes": "bigint",
-    "duration_ms": "double precision",
-    "remote_addr": "text",
-    "user_agent": "text",
-    "referrer": "text",
-    "worker": "text",
-    "request_id": "text",
-}
+# The `logs` columns: the journal position, then the record's fields (journal.AccessRecord)
+# in its order, each of the SQL type of its Python type; `bytes` is a bigint (a response
+# may be larger than 2 GiB), `pos` and `time` sort by the "C" collation (see above).
 _FIELDS = ("pos", *RECORD_FIELDS)
 _COLUMNS = ", ".join(_FIELDS)
+_KINDS: dict[str, type] = {"pos": str, **RECORD_TYPES}
+_SQL_TYPES = {str: "text", int: "integer", float: "double precision"}
+# The batch insert sends one array per column, cast to the column's type.
+_TYPES = {name: _SQL_TYPES[_KINDS[name]] for name in _FIELDS} | {"bytes": "bigint"}
+_C_COLLATED = {"pos", "time"}
+
+
+def _column(name: str) -> str:
+    collate = ' COLLATE "C"' if name in _C_COLLATED else ""
+    constraint = "PRIMARY KEY" if name == "pos" else "NOT NULL"
+    return f"{name} {_TYPES[name].upper()}{collate} {constraint}"
+
 
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS logs (
-        pos TEXT COLLATE "C" PRIMARY KEY,
-        time TEXT COLLATE "C" NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        query TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        bytes BIGINT NOT NULL,
-        duration_ms DOUBLE PRECISION NOT NULL,
-        remote_addr TEXT NOT NULL,
-        user_agent TEXT NOT NULL,
-        referrer TEXT NOT NULL,
-        worker TEXT NOT NULL,
-        request_id TEXT NOT NULL
-    )""",
+    "CREATE TABLE IF NOT EXISTS logs (\n        "
+    + ",\n        ".join(_column(name) for name in _FIELDS)
+    + "\n    )",
     "CREATE INDEX IF NOT EXISTS logs_time ON logs (time, pos)",
     "CREATE INDEX IF NOT EXISTS logs_status_time ON logs (status, time)",
     "CREATE INDEX IF NOT EXISTS logs_path_time ON logs (path, time)",
@@ -143,8 +136,7 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in {"postgresql", "postgres"}:
+        if url_scheme(url) not in POSTGRES_SCHEMES:
             raise StoreError("a PostgreSQL URL starts with postgresql:// or postgres://")
         return cls(url)
 
@@ -335,20 +327,12 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+# How each column's value is sent: text without NUL, numbers as their own type.
+_SENT: tuple[Callable[[Any], object], ...] = tuple(
+    _text if _KINDS[name] is str else _KINDS[name] for name in _FIELDS
+)
+
+
 def _values(entry: JournalEntry) -> tuple[object, ...]:
-    r = entry.record
-    return (
-        _text(entry.pos),
-        _text(r.time),
-        _text(r.method),
-        _text(r.path),
-        _text(r.query),
-        int(r.status),
-        int(r.bytes),
-        float(r.duration_ms),
-        _text(r.remote_addr),
-        _text(r.user_agent),
-        _text(r.referrer),
-        _text(r.worker),
-        _text(r.request_id),
-    )
+    """The row of `entry`, in the columns' order (_FIELDS)."""
+    return tuple(send(value) for send, value in zip(_SENT, (entry.pos, *entry.record), strict=True))

@@ -9,9 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from cloud_phoenix.journal import AccessRecord, JournalEntry
+from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, AccessRecord, JournalEntry
 from cloud_phoenix.store.base import (
-    RECORD_FIELDS,
     Event,
     LogQuery,
     LogRow,
@@ -23,21 +22,16 @@ from cloud_phoenix.store.base import (
     prepare_event,
 )
 
-SCHEMA = """
+# The `logs` columns are the record's fields (journal.AccessRecord), in its order, typed so.
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+_RECORD_COLUMNS = ",\n    ".join(
+    f"{name} {_SQL_TYPES[RECORD_TYPES[name]]} NOT NULL" for name in RECORD_FIELDS
+)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS logs (
     pos TEXT PRIMARY KEY,
-    time TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    query TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    duration_ms REAL NOT NULL,
-    remote_addr TEXT NOT NULL,
-    user_agent TEXT NOT NULL,
-    referrer TEXT NOT NULL,
-    worker TEXT NOT NULL,
-    request_id TEXT NOT NULL
+    {_RECORD_COLUMNS}
 );
 CREATE INDEX IF NOT EXISTS logs_time ON logs (time, pos);
 CREATE INDEX IF NOT EXISTS logs_status_time ON logs (status, time);

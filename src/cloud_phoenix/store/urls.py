@@ -17,8 +17,16 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
-MONGO_SCHEMES = frozenset({"mongodb", "mongodb+srv"})
+# The backend each URL scheme names: the one map `open_store` and the backups pick by.
+BACKENDS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mongodb": "mongodb",
+    "mongodb+srv": "mongodb",
+}
+POSTGRES_SCHEMES = frozenset(s for s, backend in BACKENDS.items() if backend == "postgresql")
+MONGO_SCHEMES = frozenset(s for s, backend in BACKENDS.items() if backend == "mongodb")
 
 # RFC 3986's unreserved characters and sub-delimiters, without '+' (a space to pymongo).
 _PLAIN = frozenset(string.ascii_letters + string.digits + "-._~!$&'()*,;=")
@@ -31,8 +39,20 @@ ENCODE_HINT = (
 
 
 def url_scheme(url: str) -> str:
-    """The scheme, lower-cased, as `open_store` picks a backend by it ('' without one)."""
+    """The scheme, lower-cased, as `url_backend` reads it ('' without one)."""
     return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def url_backend(url: str) -> str:
+    """sqlite, postgresql or mongodb, by `url`'s scheme; ValueError for any other."""
+    scheme = url_scheme(url)
+    try:
+        return BACKENDS[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme or '(none)'!r}: use sqlite:///path, "
+            "postgresql://user:password@host/db or mongodb://host/db"
+        ) from None
 
 
 def url_problem(url: str) -> str | None:
