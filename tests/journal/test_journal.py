@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from cloud_phoenix.journal import (
@@ -23,6 +24,7 @@ from cloud_phoenix.journal import (
     file_name,
     format_time,
     journal_files,
+    journal_line,
     parse_time,
     position_key,
     read_chunk,
@@ -269,3 +271,11 @@ def test_the_longest_instance_name_gives_a_file_and_a_position_the_patterns_read
     (name,) = journal_files(tmp_path)
     pos = read_chunk(tmp_path / name, 0, max_records=1).entries[0].pos
     assert re.fullmatch(POS_PATTERN, pos) and len(pos) == POS_MAX_LENGTH
+
+
+def test_a_journal_line_has_the_records_fields_in_order() -> None:
+    """journal_line spells the fields out (it runs once per request): they are the record's."""
+    values = tuple(f"v{i}" for i in range(len(RECORD_FIELDS)))
+    line = orjson.loads(journal_line(values))
+    assert list(line) == list(RECORD_FIELDS)
+    assert list(line.values()) == list(values)

@@ -174,7 +174,17 @@ _CONVERTERS: tuple[tuple[str, Callable[[Any], object]], ...] = tuple(
 def journal_line(values: Sequence[object]) -> bytes:
     """The journal line of a record's values, in its fields' order: a JSON object and a
     newline. The request log passes a plain tuple: no record object is made per request."""
-    fields = dict(zip(RECORD_FIELDS, values, strict=False))  # strict is slower
+    # A dict display, not dict(zip(RECORD_FIELDS, values)): this runs once per request and
+    # the display costs half as much (0.5 against 0.9 µs). The keys are AccessRecord's
+    # fields in order; test_journal holds them to RECORD_FIELDS.
+    (time_, method, path, query, status, size, duration_ms, remote_addr, user_agent,
+     referrer, worker, request_id) = values  # fmt: skip
+    fields = {
+        "time": time_, "method": method, "path": path, "query": query, "status": status,
+        "bytes": size, "duration_ms": duration_ms, "remote_addr": remote_addr,
+        "user_agent": user_agent, "referrer": referrer, "worker": worker,
+        "request_id": request_id,
+    }  # fmt: skip
     try:
         return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:  # a lone surrogate: escaped by the slower encoder
