@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from cloud_phoenix import exitcodes
 from cloud_phoenix.cli.backup import register as register_backup_commands
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.exitcodes import CannotStart
+
+if TYPE_CHECKING:
+    from cloud_phoenix.stack.status import StackStatus
 
 # What the commands create (the SQLite database and its -wal and -shm, logs/*.log,
 # run/status.json, a restored database) holds requests and addresses: this user and its
@@ -180,7 +183,7 @@ def collect(
         store.close()
 
 
-def _running_stack(settings: Settings) -> dict[str, Any]:
+def _running_stack(settings: Settings) -> StackStatus:
     """The status of the stack running on this home, or a clear exit when there is none."""
     from cloud_phoenix.stack.status import read_status, supervisor_alive
 
@@ -194,7 +197,7 @@ def _running_stack(settings: Settings) -> dict[str, Any]:
 
 
 def _stack_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{_running_stack(settings)['port']}"
+    return f"http://127.0.0.1:{_running_stack(settings).port}"
 
 
 @cli.command()
@@ -207,7 +210,7 @@ def status(
     settings = load_settings()
     data = _running_stack(settings)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(data.to_json(), indent=2))
     else:
         render_status(data)
 
@@ -311,7 +314,7 @@ def deploy(
 
     settings = load_settings()
     data = _running_stack(settings)
-    pid = int(data["supervisor_pid"])
+    pid = data.supervisor_pid
     wait = timeout + 2 * settings.graceful_timeout + 30  # ready, drained, and some slack
     try:
         request = request_deploy(settings.run_dir, pid, app or "", timeout)
@@ -319,7 +322,7 @@ def deploy(
     except DeployUnanswered as exc:
         code = exitcodes.UNAVAILABLE if supervisor_alive(data) else exitcodes.NOT_RUNNING
         raise fail(str(exc), code) from None
-    if result.get("state") != "ok":
+    if result.state != "ok":
         raise fail(f"deploy {request.id} {describe(result)}", 1)
     typer.echo(describe(result))
 
