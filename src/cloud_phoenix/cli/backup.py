@@ -1,16 +1,15 @@
-"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the edge of `platform.backup`.
+"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the commands of `backup`.
 
 `register(cli)` adds the three commands to the main Typer application. Errors become a
-message on stderr and the error's exit code: 65 corrupt or mismatched backup, 66 no such
-backup, 69 database down or pg_dump missing, 73 folder unwritable or disk full, 75 another
-backup running, 78 invalid configuration.
+message on stderr and the error's exit code (cli/edge.py): 65 corrupt or mismatched backup,
+66 no such backup, 69 database down or pg_dump missing, 73 folder unwritable or disk full,
+75 another backup running, 78 invalid configuration.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +48,8 @@ from cloud_phoenix.backup import (
 )
 from cloud_phoenix.backup import Progress as ProgressCallback
 from cloud_phoenix.backup.snapshot import backend_name, source_name
-from cloud_phoenix.config import ConfigError, Settings
+from cloud_phoenix.cli.edge import edge, fail, load_settings
+from cloud_phoenix.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def register(cli: typer.Typer) -> None:
     cli.command("restore")(restore)
 
 
+@edge
 def backup(
     verify: Annotated[
         bool,
@@ -71,18 +72,15 @@ def backup(
     ] = False,
 ) -> None:
     """Back up the database, the closed journal days and the server logs now; prune old ones."""
-    settings = _settings()
-    try:
-        with _progress_bar() as progress:
-            result = run_backup(
-                settings,
-                verify=verify,
-                notify=apprise_notifier(settings.notify_urls),
-                record_event=store_events(settings.db_url),
-                progress=progress,
-            )
-    except BackupError as exc:
-        raise _fail(str(exc), exc.code) from None
+    settings = load_settings()
+    with _progress_bar() as progress:
+        result = run_backup(
+            settings,
+            verify=verify,
+            notify=apprise_notifier(settings.notify_urls),
+            record_event=store_events(settings.db_url),
+            progress=progress,
+        )
     manifest = result.manifest
     typer.echo(f"backup {manifest.id} in {settings.backups_dir}")
     typer.echo(
@@ -104,6 +102,7 @@ def backup(
     )
 
 
+@edge
 def backups(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
     check: Annotated[
@@ -114,7 +113,7 @@ def backups(
 
     Exits 65 after the list when a manifest names a file that is not its backup's own.
     """
-    settings = _settings()
+    settings = load_settings()
     entries = scan(settings.backups_dir, deep=check)
     now = datetime.now(UTC)
     if as_json:
@@ -152,6 +151,7 @@ def _print_table(settings: Settings, entries: list[CatalogEntry], now: datetime)
     Console(width=max(120, Console().width)).print(table)
 
 
+@edge
 def restore(
     file: Annotated[str, typer.Argument(help="A backup: any of its files, or its id.")],
     into: Annotated[
@@ -163,28 +163,25 @@ def restore(
     ] = False,
 ) -> None:
     """Verify a backup, then restore its database. Refuses a damaged file, changing nothing."""
-    settings = _settings()
+    settings = load_settings()
     target = into or settings.db_url
-    try:
-        manifest_file = locate(file, settings.backups_dir)
-        live = _same_database(target, settings.db_url)
-        if live and not yes:
-            manifest = verify_backup(manifest_file)
-            if not sys.stdin.isatty():
-                raise _fail(
-                    f"restoring into the configured database ({source_name(target)}) replaces "
-                    "its records: pass --yes, or restore --into a scratch database first",
-                    USAGE,
-                )
-            typer.confirm(
-                f"Replace the records of {source_name(target)} with backup {manifest.id} "
-                f"({manifest.records} records, taken {manifest.created_at})?",
-                abort=True,
+    manifest_file = locate(file, settings.backups_dir)
+    live = _same_database(target, settings.db_url)
+    if live and not yes:
+        manifest = verify_backup(manifest_file)
+        if not sys.stdin.isatty():
+            raise fail(
+                f"restoring into the configured database ({source_name(target)}) replaces "
+                "its records: pass --yes, or restore --into a scratch database first",
+                USAGE,
             )
-        with _progress_bar() as progress:
-            result = restore_backup(manifest_file, target, progress)
-    except BackupError as exc:
-        raise _fail(str(exc), exc.code) from None
+        typer.confirm(
+            f"Replace the records of {source_name(target)} with backup {manifest.id} "
+            f"({manifest.records} records, taken {manifest.created_at})?",
+            abort=True,
+        )
+    with _progress_bar() as progress:
+        result = restore_backup(manifest_file, target, progress)
     manifest = result.manifest
     typer.echo(
         f"restored {manifest.id} into {result.target}: {result.records} records, "
@@ -234,18 +231,6 @@ def store_events(url: str) -> RecordEvent:
             log.info("backup event not stored: %s", exc)
 
     return record
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_env(os.environ)
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}", exitcodes.CONFIG) from None
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"phoenix: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 class _Amount(ProgressColumn):
