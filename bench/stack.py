@@ -3,18 +3,17 @@ collector lag and the CPU time of each of its roles; stopped like any other `Ser
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 
+from cloud_phoenix.stack.status import StackStatus, read_status
 from servers import BENCH, Server, start_server
 
 ROLES = ("edge", "workers", "gunicorn master", "collector", "supervisor")
@@ -35,18 +34,14 @@ class Stack:
     def url(self) -> str:
         return self.server.url
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StackStatus | None:
         """PHOENIX_HOME/run/status.json, which the supervisor rewrites every tick."""
-        try:
-            data = json.loads((self.home / "run" / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_status(self.home / "run")
 
     def workers(self) -> tuple[int, int]:
         """(desired, running) worker processes, as the supervisor last saw them."""
-        workers = self.status().get("workers") or {}
-        return int(workers.get("desired", 0)), int(workers.get("running", 0))
+        status = self.status()
+        return (status.workers.desired, status.workers.running) if status else (0, 0)
 
     def wait_workers(self, count: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -64,14 +59,15 @@ class Stack:
             processes = [supervisor, *supervisor.children(recursive=True)]
         except psutil.Error:
             return used
-        children = self.status().get("children") or {}
+        status = self.status()
+        pids = {name: child.pid for name, child in (status.children if status else {}).items()}
         role_of = {
-            (children.get(name) or {}).get("pid"): role
-            for name, role in (("haproxy", "edge"), ("gunicorn", "gunicorn master"))
+            pids.get("haproxy"): "edge",
+            pids.get("gunicorn"): "gunicorn master",
+            pids.get("collector"): "collector",
+            supervisor.pid: "supervisor",
         }
-        role_of[(children.get("collector") or {}).get("pid")] = "collector"
-        role_of[supervisor.pid] = "supervisor"
-        master = (children.get("gunicorn") or {}).get("pid")
+        master = pids.get("gunicorn")
         for process in processes:
             try:
                 role = role_of.get(process.pid)

@@ -273,9 +273,10 @@ def running_collector(stack: PhoenixProcess, not_one_of: list[int]) -> int:
     """The pid of the stack's collector once it runs and is none of `not_one_of`."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        child = ((read_status(stack.home / "run") or {}).get("children") or {}).get("collector")
-        if child and child["running"] and child["pid"] not in not_one_of:
-            return int(child["pid"])
+        status = read_status(stack.home / "run")
+        child = status.children.get("collector") if status else None
+        if child and child.running and child.pid and child.pid not in not_one_of:
+            return child.pid
         time.sleep(0.02)
     raise AssertionError("no new collector within 15 s")
 

@@ -196,11 +196,18 @@ def test_close_gives_up_on_what_it_cannot_deliver_in_time() -> None:
     assert notifier.dropped == 1
 
 
-def test_an_invalid_url_is_refused_without_showing_its_credentials(receiver: Receiver) -> None:
+def test_an_invalid_url_is_refused_without_showing_its_credentials(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     with pytest.raises(ValueError, match="URL 2 in PHOENIX_NOTIFY_URLS") as info:
         Notifier([receiver.url(), "bogus://admin:hunter2@alerts.example.com/x"])
     message = str(info.value)
     assert "hunter2" not in message and "admin" not in message
+    # A token where the user goes: Apprise's own error line would name it whole.
+    with pytest.raises(ValueError, match="URL 1 in PHOENIX_NOTIFY_URLS"):
+        Notifier(["bogus://token-hunter2@alerts.example.com/x"])
+    assert "hunter2" not in caplog.text
     assert "alerts.example.com" in message and "no 'bogus' service" in message
     with pytest.raises(ValueError, match="incomplete or malformed") as info:
         Notifier(["slack://T1JJ3T3L2/A1BRTD4JD"])

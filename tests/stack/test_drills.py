@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -23,7 +22,7 @@ from cloud_phoenix.drill.drills import answered, await_records, crash_drill, sca
 from cloud_phoenix.drill.loadgen import Drill, Phase, drive
 from cloud_phoenix.drill.stats import summarize
 from cloud_phoenix.journal import format_time
-from cloud_phoenix.stack.status import read_status
+from cloud_phoenix.stack.status import StackStatus, read_status
 from cloud_phoenix.store import LogStore, open_store
 from tests.fixtures.server import PhoenixProcess, running_stack
 
@@ -34,7 +33,7 @@ def stack_store(stack: PhoenixProcess) -> LogStore:
     return open_store(f"sqlite:///{stack.home}/db/phoenix.sqlite3")
 
 
-def status(stack: PhoenixProcess) -> dict[str, Any]:
+def status(stack: PhoenixProcess) -> StackStatus:
     data = read_status(stack.home / "run")
     assert data is not None, "the supervisor writes its status"
     return data
@@ -57,7 +56,7 @@ def test_crash_storm_under_load(tmp_path: Path, workers: tuple[int, int]) -> Non
             stored_restarts = store.events(limit=1000, kind="worker_restarted")
         finally:
             store.close()
-        restarts = status(stack)["restarts"]
+        restarts = status(stack).restarts
         edge_log = (stack.home / "logs" / "haproxy.log").read_text(errors="replace")
     assert report.crashes == 80
     seen = [
@@ -74,7 +73,7 @@ def test_crash_storm_under_load(tmp_path: Path, workers: tuple[int, int]) -> Non
 
 
 def child_pid(stack: PhoenixProcess, name: str) -> int:
-    pid = status(stack)["children"][name]["pid"]
+    pid = status(stack).children[name].pid
     assert isinstance(pid, int)
     return pid
 
@@ -83,13 +82,14 @@ def whole_again(stack: PhoenixProcess, name: str, old_pid: int, timeout: float) 
     """Seconds until `name` runs with a new pid, workers are all up and the edge answers."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        data = read_status(stack.home / "run") or {}
-        child = data.get("children", {}).get(name, {})
-        workers = data.get("workers", {})
+        data = read_status(stack.home / "run")
+        child = data.children.get(name) if data else None
         if (
-            child.get("running")
-            and child.get("pid") != old_pid
-            and workers.get("running") == workers.get("desired")
+            data
+            and child
+            and child.running
+            and child.pid != old_pid
+            and data.workers.running == data.workers.desired
         ):
             try:
                 if httpx.get(stack.url + "/health", timeout=1).status_code == 200:
@@ -145,19 +145,19 @@ def test_kill_9_of_a_child_under_load(shared_stack: PhoenixProcess, name: str) -
 def test_scale_out_at_50_rps_and_back_in(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home", PHOENIX_SCALE_IN_WINDOW="5") as stack:
         report = scale_drill(stack.url, stack.home / "run", rps=50, seconds=8, settle=25)
-        events = status(stack)["events"]
+        events = status(stack).events
     assert report.scale_out_s is not None and report.scale_out_s <= 3.0, report
     assert report.peak_workers >= 5, report
     assert report.scale_in_s is not None and report.scale_in_s <= 5 + 5, report
     assert not report.failed, report
-    kinds = [e["kind"] for e in events]
+    kinds = [e.kind for e in events]
     assert "scaled_out" in kinds and "scaled_in" in kinds
 
 
 def test_sigterm_stops_everything_and_leaves_no_orphan(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as stack:
-        pids = [c["pid"] for c in status(stack)["children"].values()]
-        pids += [w["pid"] for w in status(stack)["workers"]["pids"]]
+        pids = [c.pid for c in status(stack).children.values() if c.pid]
+        pids += [w.pid for w in status(stack).workers.pids]
         code = stack.stop(timeout=40)
     assert code == 0
     time.sleep(0.5)
@@ -178,9 +178,9 @@ def test_ctrl_c_reaches_only_the_supervisor_which_stops_and_restarts_nothing(
     take SIGINT as a hard stop, so each child has a group of its own and only the supervisor
     hears it; and a child that exits while the stack stops is not restarted."""
     with running_stack(tmp_path / "home") as stack:
-        children = status(stack)["children"]
+        children = status(stack).children
         group = os.getpgid(stack.process.pid)
-        assert {name: os.getpgid(c["pid"]) == group for name, c in children.items()} == {
+        assert {name: os.getpgid(c.pid or 0) == group for name, c in children.items()} == {
             name: False for name in children
         }
         os.killpg(group, signal.SIGINT)  # what a terminal does on Ctrl-C
@@ -198,7 +198,7 @@ def test_ctrl_c_reaches_only_the_supervisor_which_stops_and_restarts_nothing(
 
 def test_kill_9_of_the_supervisor_takes_its_children_along(tmp_path: Path) -> None:
     with running_stack(tmp_path / "home") as stack:
-        pids = [c["pid"] for c in status(stack)["children"].values()]
+        pids = [c.pid for c in status(stack).children.values() if c.pid]
         os.kill(stack.process.pid, signal.SIGKILL)
         stack.process.wait(10)
         deadline = time.monotonic() + 10

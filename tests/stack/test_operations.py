@@ -58,7 +58,8 @@ def test_idle_minute_daily_backup_then_one_notice_per_peak(
             client.join(40)
         assert receiver.wait_for(2, timeout=30), receiver.requests
         time.sleep(3)  # nothing more follows
-        operations = (read_status(stack.home / "run") or {}).get("operations", {})
+        status = read_status(stack.home / "run")
+        assert status is not None
         metrics = httpx.get(stack.url + "/metrics", timeout=10).text
         time.sleep(1.5)  # events reach the store once a second
         store = open_store(f"sqlite:///{stack.home}/db/phoenix.sqlite3")
@@ -72,7 +73,7 @@ def test_idle_minute_daily_backup_then_one_notice_per_peak(
     assert "/generatecert" in start["message"] and "Workers: 2" in start["message"]
     assert "worker (pid" in start["message"]
     assert end["title"].startswith("CPU peak ended")
-    assert operations["cpu_peaks"] == 1 and operations["notifications_sent"] == 2
+    assert status.operations.cpu_peaks == 1 and status.operations.notifications_sent == 2
     assert "phoenix_cpu_peaks_total 1.0" in metrics
     assert sorted(kinds) == ["cpu_peak_ended", "cpu_peak_started"]
     assert "phoenix_backups 1.0" in metrics

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from playwright.sync_api import Browser, Page, expect
 from cloud_phoenix.backup.runner import run_backup
 from cloud_phoenix.config import Settings
 from cloud_phoenix.stack.ops import next_backup
+from cloud_phoenix.stack.status import (
+    Operations,
+    StackStatus,
+    Workers,
+    WorkerState,
+    write_status,
+)
+from cloud_phoenix.store import Event
 from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
 from tests.fixtures.server import PhoenixProcess, running_stack
 
@@ -166,34 +175,33 @@ def test_ops_data_reads_the_status_and_backups_defensively(
     (home / "backups" / "phoenix-20990102T030000Z.manifest.json").write_text("{not json")
     run = home / "run"
     run.mkdir(exist_ok=True)
-    # A status file as the supervisor writes it, with junk where another version might differ;
-    # its pid is this test's, which is alive, so the page takes it for a running supervisor.
-    status = {
-        "supervisor_pid": os.getpid(),
-        "updated": "2025-01-01T00:00:00.000000Z",
-        "workers": {
-            "desired": 2,
-            "running": 1,
-            "pids": [{"pid": phoenix_server.process.pid, "uptime_s": 4.2}, {"pid": "x"}, 7],
-        },
-        "rate_rps": 12.5,
-        "restarts": 3,
-        "scale_events": "many",
-        "events": [
-            {"time": "2025-01-01T00:00:01.000000Z", "kind": "scaled_out", "message": "2 now"},
-            {"time": "2025-01-01T00:00:02.000000Z", "kind": "cpu_peak_started", "message": "hot"},
-            {"kind": "no time"},
-            {"time": "2025-01-01T00:00:03.000000Z", "kind": "worker_restarted", "message": "w"},
+    # A status as the supervisor writes it; its pid is this test's, which is alive, so the
+    # page takes it for a running supervisor.
+    status = StackStatus(
+        supervisor_pid=os.getpid(),
+        port=phoenix_server.port,
+        started="2025-01-01T00:00:00.000000Z",
+        updated="2025-01-01T00:00:00.000000Z",
+        workers=Workers(2, 1, (WorkerState(phoenix_server.process.pid, 4.2),)),
+        rate_rps=12.5,
+        restarts=3,
+        scale_events=4,
+        events=[
+            Event("2025-01-01T00:00:01.000000Z", "scaled_out", "2 now"),
+            Event("2025-01-01T00:00:02.000000Z", "cpu_peak_started", "hot"),
+            Event("2025-01-01T00:00:03.000000Z", "worker_restarted", "w"),
         ],
-    }
-    (run / "status.json").write_text(json.dumps(status))
+        # More peaks than the recent events show: the supervisor's count is the count.
+        operations=Operations(cpu_peaks=5, cpu_in_peak=True),
+    )
+    write_status(run, status)
     data = httpx.get(phoenix_server.url + "/ops/data", timeout=5).json()
     assert data["supervisor"]["running"] is True
     assert data["supervisor"]["pid"] == os.getpid()
     assert data["supervisor"]["age_s"] > 0
     assert data["rate_rps"] == 12.5
     assert data["restarts"] == 3
-    assert data["scale_events"] is None
+    assert data["scale_events"] == 4
     assert (data["workers"]["desired"], data["workers"]["running"]) == (2, 1)
     assert [p["pid"] for p in data["workers"]["processes"]] == [phoenix_server.process.pid]
     assert [e["kind"] for e in data["events"]] == [
@@ -201,9 +209,17 @@ def test_ops_data_reads_the_status_and_backups_defensively(
         "cpu_peak_started",
         "scaled_out",
     ]
-    assert data["cpu_peaks"]["count"] == 1 and data["cpu_peaks"]["active"] is True
+    assert data["cpu_peaks"]["count"] == 5 and data["cpu_peaks"]["active"] is True
     assert data["backups"]["last"] == made.manifest.created_at
     assert data["backups"]["next"] is not None
+
+    # A file with junk where another version might differ is not taken for the stack's
+    # state: no supervisor, and never a 500.
+    junk = json.loads((run / "status.json").read_text())
+    junk["scale_events"] = "many"
+    (run / "status.json").write_text(json.dumps(junk))
+    data = httpx.get(phoenix_server.url + "/ops/data", timeout=5).json()
+    assert data["supervisor"]["running"] is False and data["restarts"] is None
 
     # The file a supervisor killed with -9 leaves behind is not a running stack.
     dead = subprocess.run(
@@ -212,11 +228,10 @@ def test_ops_data_reads_the_status_and_backups_defensively(
         capture_output=True,
         text=True,
     )
-    status["supervisor_pid"] = int(dead.stdout)
-    (run / "status.json").write_text(json.dumps(status))
+    write_status(run, replace(status, supervisor_pid=int(dead.stdout)))
     data = httpx.get(phoenix_server.url + "/ops/data", timeout=5).json()
     assert data["supervisor"]["running"] is False
-    assert data["supervisor"]["updated"] == status["updated"]
+    assert data["supervisor"]["updated"] == status.updated
     assert data["restarts"] is None
     (run / "status.json").write_text("{")
     assert httpx.get(phoenix_server.url + "/ops/data", timeout=5).status_code == 200

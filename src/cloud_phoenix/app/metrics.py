@@ -8,6 +8,7 @@ and the per-request figures are plain counts turned into Prometheus families whe
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -21,7 +22,9 @@ from prometheus_client.registry import Collector
 from cloud_phoenix.backup.catalog import scan
 from cloud_phoenix.config import Settings
 from cloud_phoenix.stack.metricsfold import collect
-from cloud_phoenix.stack.status import read_status
+from cloud_phoenix.stack.status import StatusError, read_status
+
+log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -168,24 +171,20 @@ class Metrics:
         return generate_latest(registry)
 
 
-# The supervisor's figures, as its status file states them (counters: they only grow).
-_OPERATIONS = {
-    "cpu_peaks": "phoenix_cpu_peaks_total",
-    "notifications_sent": "phoenix_notifications_sent_total",
-    "notifications_failed": "phoenix_notifications_failed_total",
-    "backups_failed": "phoenix_backups_failed_total",
-}
-
-
 def operations_figures(settings: Settings) -> dict[str, float]:
     """CPU peaks, notifications and backups, read at scrape time (the same in every worker)."""
     figures: dict[str, float] = {}
-    status = read_status(settings.run_dir)
-    operations = status.get("operations", {}) if status else {}
-    for key, name in _OPERATIONS.items():
-        value = operations.get(key)
-        if isinstance(value, int | float):
-            figures[name] = float(value)
+    try:
+        status = read_status(settings.run_dir)
+    except StatusError as exc:  # damaged, or another version's: the backups still count
+        log.debug("status file unreadable: %s", exc)
+        status = None
+    if status is not None:  # the supervisor's counters: they only grow
+        operations = status.operations
+        figures["phoenix_cpu_peaks_total"] = float(operations.cpu_peaks)
+        figures["phoenix_notifications_sent_total"] = float(operations.notifications_sent)
+        figures["phoenix_notifications_failed_total"] = float(operations.notifications_failed)
+        figures["phoenix_backups_failed_total"] = float(operations.backups_failed)
     backups = [entry for entry in scan(settings.backups_dir) if entry.good]
     figures["phoenix_backups"] = float(len(backups))
     if backups:

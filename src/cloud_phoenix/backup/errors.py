@@ -1,6 +1,7 @@
 """What can go wrong with a backup or a restore, each with the exit code the CLI gives it.
 
-Library code raises these; the CLI turns them into a message and `exc.code`.
+Library code raises these; the CLI's edge (cli/edge.py) turns them into a message and
+`exc.code`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
-"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the edge of `platform.backup`.
+"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the commands of `backup`.
 
 `register(cli)` adds the three commands to the main Typer application. Errors become a
-message on stderr and the error's exit code: 65 corrupt or mismatched backup, 66 no such
-backup, 69 database down or pg_dump missing, 73 folder unwritable or disk full, 75 another
-backup running, 78 invalid configuration.
+message on stderr and the error's exit code (cli/edge.py): 65 corrupt or mismatched backup,
+66 no such backup, 69 database down or pg_dump missing, 73 folder unwritable or disk full,
+75 another backup running, 78 invalid configuration. A failed backup is notified through
+PHOENIX_NOTIFY_URLS and every outcome recorded in the store's `events`, as the stack does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,12 +47,21 @@ from cloud_phoenix.backup import (
 )
 from cloud_phoenix.backup import Progress as ProgressCallback
 from cloud_phoenix.backup.snapshot import backend_name, source_name
-from cloud_phoenix.config import ConfigError, Settings
+from cloud_phoenix.cli.edge import edge, fail, load_settings
+from cloud_phoenix.config import Settings
+from cloud_phoenix.cpuwatch.decide import Notice
+from cloud_phoenix.notify.channel import RetryPolicy
+from cloud_phoenix.notify.events import EventLog
+from cloud_phoenix.notify.notifier import Notifier
+from cloud_phoenix.store import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
 # Stages whose counts are bytes (shown as MB); the others count pages, tables or items.
 BYTE_STAGES = {"compress", "decompress", "archive", "checksum"}
+# A failure notice gets a few tries, and the command waits for them before it exits.
+NOTIFY_RETRY = RetryPolicy(first_delay=1.0, max_attempts=3, max_age=10.0)
+NOTIFY_WAIT = 15.0
 
 
 def register(cli: typer.Typer) -> None:
@@ -62,6 +71,7 @@ def register(cli: typer.Typer) -> None:
     cli.command("restore")(restore)
 
 
+@edge
 def backup(
     verify: Annotated[
         bool,
@@ -69,18 +79,11 @@ def backup(
     ] = False,
 ) -> None:
     """Back up the database, the closed journal days and the server logs now; prune old ones."""
-    settings = _settings()
-    try:
-        with _progress_bar() as progress:
-            result = run_backup(
-                settings,
-                verify=verify,
-                notify=apprise_notifier(settings.notify_urls),
-                record_event=store_events(settings.db_url),
-                progress=progress,
-            )
-    except BackupError as exc:
-        raise _fail(str(exc), exc.code) from None
+    settings = load_settings()
+    with _reports(settings) as (notify, record_event), _progress_bar() as progress:
+        result = run_backup(
+            settings, verify=verify, notify=notify, record_event=record_event, progress=progress
+        )
     manifest = result.manifest
     typer.echo(f"backup {manifest.id} in {settings.backups_dir}")
     typer.echo(
@@ -102,6 +105,7 @@ def backup(
     )
 
 
+@edge
 def backups(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
     check: Annotated[
@@ -112,7 +116,7 @@ def backups(
 
     Exits 65 after the list when a manifest names a file that is not its backup's own.
     """
-    settings = _settings()
+    settings = load_settings()
     entries = scan(settings.backups_dir, deep=check)
     now = datetime.now(UTC)
     if as_json:
@@ -150,6 +154,7 @@ def _print_table(settings: Settings, entries: list[CatalogEntry], now: datetime)
     Console(width=max(120, Console().width)).print(table)
 
 
+@edge
 def restore(
     file: Annotated[str, typer.Argument(help="A backup: any of its files, or its id.")],
     into: Annotated[
@@ -161,28 +166,25 @@ def restore(
     ] = False,
 ) -> None:
     """Verify a backup, then restore its database. Refuses a damaged file, changing nothing."""
-    settings = _settings()
+    settings = load_settings()
     target = into or settings.db_url
-    try:
-        manifest_file = locate(file, settings.backups_dir)
-        live = _same_database(target, settings.db_url)
-        if live and not yes:
-            manifest = verify_backup(manifest_file)
-            if not sys.stdin.isatty():
-                raise _fail(
-                    f"restoring into the configured database ({source_name(target)}) replaces "
-                    "its records: pass --yes, or restore --into a scratch database first",
-                    exitcodes.USAGE,
-                )
-            typer.confirm(
-                f"Replace the records of {source_name(target)} with backup {manifest.id} "
-                f"({manifest.records} records, taken {manifest.created_at})?",
-                abort=True,
+    manifest_file = locate(file, settings.backups_dir)
+    live = _same_database(target, settings.db_url)
+    if live and not yes:
+        manifest = verify_backup(manifest_file)
+        if not sys.stdin.isatty():
+            raise fail(
+                f"restoring into the configured database ({source_name(target)}) replaces "
+                "its records: pass --yes, or restore --into a scratch database first",
+                exitcodes.USAGE,
             )
-        with _progress_bar() as progress:
-            result = restore_backup(manifest_file, target, progress)
-    except BackupError as exc:
-        raise _fail(str(exc), exc.code) from None
+        typer.confirm(
+            f"Replace the records of {source_name(target)} with backup {manifest.id} "
+            f"({manifest.records} records, taken {manifest.created_at})?",
+            abort=True,
+        )
+    with _progress_bar() as progress:
+        result = restore_backup(manifest_file, target, progress)
     manifest = result.manifest
     typer.echo(
         f"restored {manifest.id} into {result.target}: {result.records} records, "
@@ -195,55 +197,58 @@ def restore(
         )
 
 
-def apprise_notifier(urls: tuple[str, ...]) -> Notify | None:
-    """Send (title, body) to every PHOENIX_NOTIFY_URLS target; None when there are none."""
-    if not urls:
-        return None
-
-    def send(title: str, body: str) -> None:
-        import apprise
-
-        target = apprise.Apprise()
-        for url in urls:
-            target.add(url)
-        if not target.notify(title=title, body=body):
-            log.warning("backup: the failure notification could not be delivered to every URL")
-
-    return send
-
-
-def store_events(url: str) -> RecordEvent:
-    """Record backup events in the store's `events`, best-effort (a down store is skipped)."""
+@contextmanager
+def _reports(settings: Settings) -> Iterator[tuple[Notify | None, RecordEvent]]:
+    """What a backup reports, as the stack reports it: a failure to every PHOENIX_NOTIFY_URLS
+    target (Notifier), each outcome to the store's `events` (EventLog), both best-effort.
+    Delivered when the block ends, before the command says how it went."""
+    notifier: Notifier | None = None
+    try:
+        if settings.notify_urls:
+            notifier = Notifier(settings.notify_urls, retry=NOTIFY_RETRY)
+    except ValueError as exc:  # a backup is worth more than its failure notice: go on
+        typer.secho(
+            f"phoenix: PHOENIX_NOTIFY_URLS: {exc}; a failure will not be notified",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    events = EventLog(None)
 
     def record(kind: str, message: str, data: dict[str, Any]) -> None:
-        from cloud_phoenix.journal import format_time
-        from cloud_phoenix.store import Event, StoreError, open_store
+        if data.get("code") != exitcodes.UNAVAILABLE:  # the database failed: no use waiting
+            events.record(kind, message, data)
 
-        if data.get("code") == exitcodes.UNAVAILABLE:
-            return  # the database is what failed: no point waiting for it again
-        try:
-            store = open_store(url)
-            try:
-                store.migrate()
-                store.add_event(Event(format_time(datetime.now(UTC)), kind, message, data))
-            finally:
-                store.close()
-        except StoreError as exc:
-            log.info("backup event not stored: %s", exc)
-
-    return record
-
-
-def _settings() -> Settings:
     try:
-        return Settings.from_env(os.environ)
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}", exitcodes.CONFIG) from None
+        yield (_sender(notifier) if notifier else None), record
+    finally:
+        if notifier is not None:
+            notifier.close(NOTIFY_WAIT)  # what it could not deliver, it has logged
+        _store_events(events, settings.db_url)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"phoenix: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
+def _sender(notifier: Notifier) -> Notify:
+    def notify(title: str, body: str) -> None:
+        # The runner records its own event: the channels only.
+        notifier.send(Notice("backup_failed", title, body), record=False)
+
+    return notify
+
+
+def _store_events(events: EventLog, url: str) -> None:
+    """Write the recorded events into the store; a store that does not answer is skipped."""
+    if not events.pending:
+        return
+    try:
+        events.store = open_store(url)
+    except StoreError as exc:
+        log.info("backup event not stored: %s", exc)
+        return
+    try:
+        events.flush()
+    finally:
+        events.store.close()
+    if events.pending:
+        log.info("backup event not stored: the store did not take it")
 
 
 class _Amount(ProgressColumn):

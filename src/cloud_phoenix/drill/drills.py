@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from cloud_phoenix.drill.loadgen import Injector, Phase, Result, drive
 from cloud_phoenix.drill.stats import summarize
 from cloud_phoenix.journal import format_time
-from cloud_phoenix.stack.status import read_status
+from cloud_phoenix.stack.status import StackStatus, StatusError, read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError
 
 
@@ -30,7 +29,7 @@ class StatusSampler:
 
     run_dir: Path
     interval: float = 0.1
-    samples: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    samples: list[tuple[float, StackStatus]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -39,7 +38,10 @@ class StatusSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            status = read_status(self.run_dir)
+            try:
+                status = read_status(self.run_dir)
+            except StatusError:  # the drill's command has read it once: a sample is missing
+                continue
             if status is not None:
                 self.samples.append((time.monotonic() - self.started, status))
 
@@ -55,8 +57,7 @@ class StatusSampler:
     def workers(self) -> Iterator[tuple[float, int, int]]:
         """(seconds since start, desired, running) for every sample."""
         for at, status in self.samples:
-            workers = status.get("workers", {})
-            yield at, int(workers.get("desired", 0)), int(workers.get("running", 0))
+            yield at, status.workers.desired, status.workers.running
 
 
 def stored_ids(store: LogStore, since: str) -> Counter[str]:
@@ -124,8 +125,8 @@ def crash_drill(
 ) -> CrashReport:
     """A `/crash` every `crash_every` s for `seconds` s under `rps` req/s of `paths`."""
     since = format_time(datetime.now(UTC) - timedelta(seconds=1))
-    before = read_status(run_dir) or {}
-    episodes_before = {tuple(e) for e in before.get("below_desired", [])}
+    before = read_status(run_dir)
+    episodes_before = set(before.below_desired) if before else set()
     progress(f"crash storm: {seconds:g} s of {rps:g} req/s, a /crash every {crash_every:g} s")
     with StatusSampler(run_dir) as sampler:
         run = drive(
@@ -137,11 +138,10 @@ def crash_drill(
     summary = summarize(run.load)
     progress(f"load: {summary.line()}; waiting for the collector")
     ids = await_records(store, since, answered(run.load) | answered(run.injected))
-    after = read_status(run_dir) or {}
-    episodes = [e[1] for e in after.get("below_desired", []) if tuple(e) not in episodes_before]
-    ongoing = [
-        s[0] for s in sampler.samples if s[1]["workers"]["running"] < s[1]["workers"]["desired"]
-    ]
+    after = read_status(run_dir)
+    ended = [e for e in (after.below_desired if after else []) if e not in episodes_before]
+    episodes = [lasted for _when, lasted in ended]
+    ongoing = [at for at, desired, running in sampler.workers() if running < desired]
     longest = max([*episodes, 0.0])
     if ongoing and not episodes:  # too short for the supervisor to close an episode: sample
         longest = max(longest, sampler.interval)

@@ -23,14 +23,14 @@ class EventLog:
     def __init__(self, store: LogStore | None, recent: int = 20) -> None:
         self.store = store
         self.pending: deque[Event] = deque(maxlen=MAX_PENDING)
-        self.recent: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.recent: deque[Event] = deque(maxlen=recent)
         self._store_ready = False
 
     def record(self, kind: str, message: str, data: dict[str, Any]) -> None:
         event = Event(format_time(datetime.now(UTC)), kind, message, data)
         log.info("event %s: %s", kind, message)
         self.pending.append(event)
-        self.recent.append({"time": event.time, "kind": kind, "message": message, "data": data})
+        self.recent.append(event)
 
     def flush(self) -> None:
         """Write what is pending; stop at the first sign that the store is away."""

@@ -121,6 +121,24 @@ def _privacy_name(target: apprise.Apprise, url: str) -> str:
     return safe_url_name(url)
 
 
+def _quietly_added(target: apprise.Apprise, url: str) -> bool:
+    """`target.add(url)` with Apprise's own log lines held back: for a URL it cannot parse
+    it logs the URL whole, password and token included ("Unparseable URL ..."); the caller
+    says what is wrong instead, without them."""
+    apprise_log = logging.getLogger("apprise")
+    hold = _Withhold()
+    apprise_log.addFilter(hold)
+    try:
+        return bool(target.add(url))
+    finally:
+        apprise_log.removeFilter(hold)
+
+
+class _Withhold(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
 class Notifier:
     """Logs every notice and hands it to each Apprise URL and the events sink, in background.
 
@@ -152,7 +170,7 @@ class Notifier:
         targets: list[tuple[str, apprise.Apprise]] = []
         for index, url in enumerate(urls, start=1):
             target = apprise.Apprise()
-            if not target.add(url):
+            if not _quietly_added(target, url):
                 raise ValueError(_invalid_url_message(url, index))
             ambiguous = _ambiguous_url_message(url, index)
             if ambiguous:

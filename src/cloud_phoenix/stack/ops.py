@@ -2,7 +2,8 @@
 
 Everything comes from what is already at hand: the status file the supervisor rewrites every
 0.1 s, psutil for CPU, and the backup manifests on disk. Each open page calls `/ops/data`
-once a second, so it reads no database and never raises: what is missing is null.
+once a second, so it reads no database and never raises: what is missing is null, and an
+unreadable status file reads as no supervisor.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cloud_phoenix.backup.catalog import scan
 from cloud_phoenix.backup.schedule import next_run
 from cloud_phoenix.cpuwatch.share import CpuSamples
 from cloud_phoenix.journal import format_time
-from cloud_phoenix.stack.status import read_status, supervisor_alive
+from cloud_phoenix.stack.status import StackStatus, StatusError, read_status, supervisor_alive
 
 log = logging.getLogger(__name__)
 _SAMPLES = CpuSamples()  # per serving process: psutil measures between two calls
@@ -70,8 +71,8 @@ class OpsEvent(BaseModel):
 
 class CpuPeaks(BaseModel):
     count: int | None = Field(
-        description="Peaks since the stack started when the supervisor counts them, otherwise "
-        "the peaks among the recent events; null without a supervisor"
+        description="Peaks since the stack started, as the supervisor counts them; null "
+        "without a supervisor"
     )
     active: bool = Field(description="The newest CPU peak event is a start")
     recent: list[OpsEvent] = Field(description="cpu_peak_* events among the recent, newest first")
@@ -139,21 +140,26 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
     if status is None:
         pids = [(os.getpid(), round(time.monotonic() - started, 1))]
     else:
-        pids = _worker_pids(status.get("workers"))
+        pids = [(worker.pid, _finite(worker.uptime_s)) for worker in status.workers.pids]
     with _SAMPLES.lock:
         host = _SAMPLES.host_cpu(time.monotonic())
         shares = _SAMPLES.process_cpu([pid for pid, _ in pids], cpus, time.monotonic())
     processes = [
         WorkerProcess(pid=pid, uptime_s=uptime, cpu_percent=shares.get(pid)) for pid, uptime in pids
     ]
-    events = _events(status.get("events") if status else None)
-    peaks = [e for e in events if e.kind.startswith(CPU_PEAK_PREFIX)]
     newest = last_backup(backups_dir)
     if status is None:
         return OpsData(
             time=format_time(now),
             served_by=worker_id(),
-            supervisor=_no_supervisor(found or {}, now),
+            supervisor=SupervisorState(
+                running=False,
+                pid=None,
+                # When a dead supervisor left its file: when it last wrote.
+                updated=found.updated if found else None,
+                age_s=_age(found.updated, now) if found else None,
+                stopping=False,
+            ),
             rate_rps=None,
             workers=Workers(desired=None, running=None, processes=processes),
             host_cpu_percent=host,
@@ -164,33 +170,31 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
             events=[],
             backups=Backups(last=newest, next=None, at=backup_at),
         )
-    workers = status.get("workers")
-    workers = workers if isinstance(workers, dict) else {}
-    counted = _int(status.get("cpu_peaks"))
+    events = [
+        OpsEvent(time=e.time, kind=e.kind, message=e.message, data=e.data)
+        for e in status.events[::-1][:RECENT_EVENTS]
+    ]
+    peaks = [e for e in events if e.kind.startswith(CPU_PEAK_PREFIX)]
     return OpsData(
         time=format_time(now),
         served_by=worker_id(),
         supervisor=SupervisorState(
             running=True,
-            pid=_int(status.get("supervisor_pid")),
-            updated=_text(status.get("updated")),
-            age_s=_age(status.get("updated"), now),
-            stopping=status.get("stopping") is True,
+            pid=status.supervisor_pid,
+            updated=status.updated,
+            age_s=_age(status.updated, now),
+            stopping=status.stopping,
         ),
-        rate_rps=_float(status.get("rate_rps")),
+        rate_rps=_finite(status.rate_rps),
         workers=Workers(
-            desired=_int(workers.get("desired")),
-            running=_int(workers.get("running")),
-            processes=processes,
+            desired=status.workers.desired, running=status.workers.running, processes=processes
         ),
         host_cpu_percent=host,
         cpu_count=cpus,
-        restarts=_int(status.get("restarts")),
-        scale_events=_int(status.get("scale_events")),
+        restarts=status.restarts,
+        scale_events=status.scale_events,
         cpu_peaks=CpuPeaks(
-            count=counted
-            if counted is not None
-            else sum(e.kind == f"{CPU_PEAK_PREFIX}started" for e in peaks),
+            count=status.operations.cpu_peaks,
             active=bool(peaks) and peaks[0].kind == f"{CPU_PEAK_PREFIX}started",
             recent=peaks,
         ),
@@ -199,54 +203,12 @@ def collect(run_dir: Path, backups_dir: Path, backup_at: str, started: float) ->
     )
 
 
-# -- status file --------------------------------------------------------------------------
-
-
-def _read_status(run_dir: Path) -> dict[str, Any] | None:
+def _read_status(run_dir: Path) -> StackStatus | None:
     try:
         return read_status(run_dir)
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8: as good as missing
+    except StatusError as exc:  # damaged, or another version's: as good as missing
         log.debug("status file unreadable: %s", exc)
         return None
-
-
-def _no_supervisor(left: dict[str, Any], now: datetime) -> SupervisorState:
-    """No live supervisor; when a dead one left its file, when it last wrote."""
-    return SupervisorState(
-        running=False,
-        pid=None,
-        updated=_text(left.get("updated")),
-        age_s=_age(left.get("updated"), now),
-        stopping=False,
-    )
-
-
-def _worker_pids(workers: object) -> list[tuple[int, float | None]]:
-    entries = workers.get("pids") if isinstance(workers, dict) else None
-    pids = []
-    for entry in entries if isinstance(entries, list) else []:
-        pid = _int(entry.get("pid")) if isinstance(entry, dict) else None
-        if pid is not None and pid > 0:
-            pids.append((pid, _float(entry.get("uptime_s"))))
-    return pids
-
-
-def _events(raw: object) -> list[OpsEvent]:
-    """The recent events, newest first; malformed ones are skipped."""
-    events = []
-    for entry in raw if isinstance(raw, list) else []:
-        if not isinstance(entry, dict):
-            continue
-        moment, kind, message = entry.get("time"), entry.get("kind"), entry.get("message")
-        if not (isinstance(moment, str) and isinstance(kind, str) and isinstance(message, str)):
-            continue
-        data = entry.get("data")
-        events.append(
-            OpsEvent(
-                time=moment, kind=kind, message=message, data=data if isinstance(data, dict) else {}
-            )
-        )
-    return events[::-1][:RECENT_EVENTS]
 
 
 # -- backups ------------------------------------------------------------------------------
@@ -271,26 +233,15 @@ def next_backup(backup_at: str, now: datetime) -> str | None:
         return None
 
 
-# -- defensive reads of a file another process writes -------------------------------------
+# -- figures ------------------------------------------------------------------------------
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _finite(value: float | None) -> float | None:
+    """A figure the page can show: JSON has no NaN nor infinity."""
+    return value if value is not None and math.isfinite(value) else None
 
 
-def _float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _age(updated: object, now: datetime) -> float | None:
-    if not isinstance(updated, str):
-        return None
+def _age(updated: str, now: datetime) -> float | None:
     try:
         moment = datetime.fromisoformat(updated)
     except ValueError:

@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from cloud_phoenix.stack.status import StackStatus
 
 
-def render_status(data: dict[str, Any], console: Console | None = None) -> None:
+def render_status(status: StackStatus, console: Console | None = None) -> None:
     console = console or Console()
-    workers = data.get("workers", {})
-    rate = data.get("rate_rps")
+    workers = status.workers
+    rate = status.rate_rps
     console.print(
-        f"[bold]phoenix[/bold] on port {data.get('port')} · supervisor pid "
-        f"{data.get('supervisor_pid')} · since {data.get('started')}"
+        f"[bold]phoenix[/bold] on port {status.port} · supervisor pid "
+        f"{status.supervisor_pid} · since {status.started}"
     )
     console.print(
-        f"workers [bold]{workers.get('running')}[/bold] running / "
-        f"{workers.get('desired')} desired · rate "
-        f"{'?' if rate is None else f'{rate:.1f}'} req/s · restarts {data.get('restarts')} · "
-        f"longest below desired {data.get('longest_below_desired_s', 0):.2f} s"
+        f"workers [bold]{workers.running}[/bold] running / "
+        f"{workers.desired} desired · rate "
+        f"{'?' if rate is None else f'{rate:.1f}'} req/s · restarts {status.restarts} · "
+        f"longest below desired {status.longest_below_desired_s:.2f} s"
     )
     table = Table("process", "pid", "uptime", "restarts", title="stack")
-    for name, child in data.get("children", {}).items():
-        state = "" if child.get("running") else " [red](down)[/red]"
-        table.add_row(
-            name + state,
-            str(child.get("pid") or "-"),
-            f"{child.get('uptime_s')} s",
-            str(child.get("restarts")),
-        )
-    for worker in workers.get("pids", []):
-        table.add_row("  worker", str(worker["pid"]), f"{worker['uptime_s']} s", "")
+    for name, child in status.children.items():
+        shown = Text(name)  # names and messages are shown as text, never read as markup
+        if not child.running:
+            shown.append(" (down)", style="red")
+        table.add_row(shown, str(child.pid or "-"), f"{child.uptime_s} s", str(child.restarts))
+    for worker in workers.pids:
+        table.add_row("  worker", str(worker.pid), f"{worker.uptime_s} s", "")
     console.print(table)
     events = Table("time", "event", "message", title="recent events")
-    for event in data.get("events", [])[-10:]:
-        events.add_row(event["time"], event["kind"], event["message"])
+    for event in status.events[-10:]:
+        events.add_row(Text(event.time), Text(event.kind), Text(event.message))
     console.print(events)

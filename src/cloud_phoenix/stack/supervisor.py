@@ -57,6 +57,7 @@ from cloud_phoenix.stack.spec import (
     haproxy_spec,
 )
 from cloud_phoenix.stack.status import (
+    Operations,
     StackStatus,
     children_status,
     workers_status,
@@ -343,13 +344,13 @@ class Supervisor:
         status.workers = workers_status(self.scale.desired, self.workers.started, now)
         status.children = children_status(self.children, now)
         status.restarts = self.workers.deaths + sum(c.restarts for c in self.children.values())
-        status.operations = {
-            "cpu_peaks": self.cpu.peaks,
-            "cpu_in_peak": self.cpu.in_peak,
-            "notifications_sent": self.notifier.sent,
-            "notifications_failed": self.notifier.failed,
-            "backups_failed": self.backups.failures,
-        }
+        status.operations = Operations(
+            cpu_peaks=self.cpu.peaks,
+            cpu_in_peak=self.cpu.in_peak,
+            notifications_sent=self.notifier.sent,
+            notifications_failed=self.notifier.failed,
+            backups_failed=self.backups.failures,
+        )
         status.events = list(self.events.recent)
         status.stopping = self.stopping
         try:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,7 +30,7 @@ from cloud_phoenix.stack.deploy.plan import (
     advance,
     last_error,
 )
-from cloud_phoenix.stack.status import read_status
+from cloud_phoenix.stack.status import StackStatus, read_status
 from tests.fixtures.server import PhoenixProcess, running_stack
 
 pytestmark = pytest.mark.drill
@@ -42,14 +41,14 @@ BROKEN_BUILD = f'"""A broken build."""\n\nimport {MISSING}\n\napp = {MISSING}.ap
 LOAD_SECONDS = 12.0
 
 
-def status(stack: PhoenixProcess) -> dict[str, Any]:
+def status(stack: PhoenixProcess) -> StackStatus:
     data = read_status(stack.home / "run")
     assert data is not None, "the supervisor writes its status"
     return data
 
 
 def worker_pids(stack: PhoenixProcess) -> set[int]:
-    return {w["pid"] for w in status(stack)["workers"]["pids"]}
+    return {w.pid for w in status(stack).workers.pids}
 
 
 def phoenix_deploy(stack: PhoenixProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,7 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhoenixProcess]:
 def test_a_deploy_under_100_rps_drops_no_request(stack: PhoenixProcess) -> None:
     before = status(stack)
     old_workers = worker_pids(stack)
-    old_master = before["children"]["gunicorn"]["pid"]
+    old_master = before.children["gunicorn"].pid
     result, took, summary, run = deploy_under_load(stack, prefix="deploy-ok")
     after = status(stack)
     new_workers = worker_pids(stack)
@@ -116,10 +115,10 @@ def test_a_deploy_under_100_rps_drops_no_request(stack: PhoenixProcess) -> None:
     assert summary.sent >= LOAD_SECONDS * 100 - 5
     assert not summary.failed, summary.line()
     assert len(new_workers) == 2 and not new_workers & old_workers, (old_workers, new_workers)
-    assert after["children"]["gunicorn"]["pid"] != old_master
+    assert after.children["gunicorn"].pid != old_master
     # The old generation left quietly: no worker counted as crashed, no restart.
-    assert after["restarts"] == before["restarts"]
-    kinds = [e["kind"] for e in after["events"]]
+    assert after.restarts == before.restarts
+    kinds = [e.kind for e in after.events]
     assert "deploy_succeeded" in kinds and "worker_restarted" not in kinds
     # The new workers really serve: the last second's answers all come from them.
     late = [r for r in run.load if r.sent_at >= LOAD_SECONDS - 1 and r.worker]
@@ -129,7 +128,7 @@ def test_a_deploy_under_100_rps_drops_no_request(stack: PhoenixProcess) -> None:
 
 def test_a_broken_build_is_rolled_back_without_dropping_a_request(stack: PhoenixProcess) -> None:
     old_workers = worker_pids(stack)
-    old_master = status(stack)["children"]["gunicorn"]["pid"]
+    old_master = status(stack).children["gunicorn"].pid
     result, _took, summary, _run = deploy_under_load(
         stack, "--app", "broken_build:app", prefix="deploy-broken"
     )
@@ -138,9 +137,9 @@ def test_a_broken_build_is_rolled_back_without_dropping_a_request(stack: Phoenix
     assert f"No module named '{MISSING}'" in result.stderr, result.stderr
     assert not summary.failed, summary.line()
     assert worker_pids(stack) == old_workers
-    assert status(stack)["children"]["gunicorn"]["pid"] == old_master
-    failed = [e for e in status(stack)["events"] if e["kind"] == "deploy_failed"]
-    assert failed and MISSING in failed[-1]["data"]["reason"]
+    assert status(stack).children["gunicorn"].pid == old_master
+    failed = [e for e in status(stack).events if e.kind == "deploy_failed"]
+    assert failed and MISSING in failed[-1].data["reason"]
 
 
 def test_new_workers_failing_their_readiness_check_are_stopped(stack: PhoenixProcess) -> None:

@@ -31,7 +31,9 @@ from __future__ import annotations
 from cloud_phoenix.stack.deploy.deployer import Deployer
 from cloud_phoenix.stack.deploy.plan import Plan
 from cloud_phoenix.stack.deploy.protocol import (
+    DeployFileError,
     DeployRequest,
+    DeployResult,
     DeployUnanswered,
     await_result,
     mark_accepting,
@@ -41,7 +43,9 @@ from cloud_phoenix.stack.deploy.protocol import (
 )
 
 __all__ = [
+    "DeployFileError",
     "DeployRequest",
+    "DeployResult",
     "DeployUnanswered",
     "Deployer",
     "Plan",

@@ -30,7 +30,12 @@ from cloud_phoenix.stack.deploy.plan import (
     last_error,
     with_check_port,
 )
-from cloud_phoenix.stack.deploy.protocol import DeployRequest, write_result
+from cloud_phoenix.stack.deploy.protocol import (
+    DeployRequest,
+    DeployResult,
+    DeployState,
+    write_result,
+)
 from cloud_phoenix.stack.host import listen
 
 log = logging.getLogger(__name__)
@@ -83,7 +88,7 @@ class Deployer:
         return [(name, child.pid) for name, child in found if child and child.pid]
 
     def refuse(self, request_id: str, reason: str) -> None:
-        self._write(request_id, {"state": "failed", "reason": reason})
+        self._write(DeployResult(request_id, "failed", reason=reason))
         self.event("deploy_failed", f"deploy {request_id} refused: {reason}", {"id": request_id})
 
     def begin(self, request: DeployRequest, app: str, spec: ChildSpec, workers: int) -> None:
@@ -190,27 +195,29 @@ class Deployer:
     def _report(self, now: float) -> None:
         plan = self.plan
         assert plan is not None
-        state = "pending" if plan.phase != DONE else ("ok" if plan.ok else "failed")
+        state: DeployState = "pending" if plan.phase != DONE else ("ok" if plan.ok else "failed")
         ready_s = None if plan.ready_at is None else round(plan.ready_at - plan.started, 3)
-        result = {
-            "state": state,
-            "phase": plan.phase,
-            "reason": plan.reason,
-            "rolled_back": plan.rolled_back,
-            "app": plan.app,
-            "workers": plan.workers,
-            **self.pids,
-            "timeout_s": plan.request.timeout,
-            "ready_s": ready_s,
-            "elapsed_s": round(now - plan.started, 3),
-        }
-        self._write(plan.request.id, result)
+        result = DeployResult(
+            plan.request.id,
+            state,
+            phase=plan.phase,
+            reason=plan.reason,
+            rolled_back=plan.rolled_back,
+            app=plan.app,
+            workers=plan.workers,
+            new_master=self.pids.get("new_master"),
+            old_master=self.pids.get("old_master"),
+            timeout_s=plan.request.timeout,
+            ready_s=ready_s,
+            elapsed_s=round(now - plan.started, 3),
+        )
+        self._write(result)
 
-    def _write(self, request_id: str, result: dict[str, Any]) -> None:
+    def _write(self, result: DeployResult) -> None:
         try:
-            write_result(self.run_dir, request_id, result)
+            write_result(self.run_dir, result)
         except OSError as exc:  # the deploy goes on; the CLI will say it got no outcome
-            log.warning("cannot write the result of deploy %s: %s", request_id, exc)
+            log.warning("cannot write the result of deploy %s: %s", result.id, exc)
 
     def _finish(self, now: float) -> None:
         plan = self.plan = replace(self.plan, phase=DONE) if self.plan else None

@@ -2,26 +2,29 @@
 
 `accepting` holds the pid of a supervisor that takes deploys (one started before deploys
 existed would die of SIGUSR2, so the CLI never signals without it). The CLI writes
-`ID.request.json` and sends SIGUSR2; the supervisor takes the request (it also looks once a
-second, should signals coalesce) and replaces `ID.json` atomically as the deploy goes:
-state `pending` (phase `starting`, then `draining`), then `ok` or `failed` with the reason
-and the timings. The newest results are kept for the record.
+`ID.request.json` (a DeployRequest) and sends SIGUSR2; the supervisor takes the request
+(it also looks once a second, should signals coalesce) and replaces `ID.json` (a
+DeployResult) atomically as the deploy goes: state `pending` (phase `starting`, then
+`draining`), then `ok` or `failed` with the reason and the timings. The newest results are
+kept for the record. Both files are read back with their shape checked (stack/runfiles.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+import reprlib
 import secrets
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Literal
+
+from cloud_phoenix.stack.runfiles import RunFileError, read_json, replace_json
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,10 @@ ACCEPTING = "accepting"
 KEEP_RESULTS = 20
 TAKEN_WITHIN = 10.0  # seconds a supervisor gets to take a request before the CLI gives up
 REQUEST_SUFFIX = ".request.json"
+VERSION = 1  # of the request and result files
 _ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+DeployState = Literal["pending", "ok", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +48,40 @@ class DeployRequest:
     timeout: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    """Where deploy `id` stands. `phase` while pending: starting, draining or aborting;
+    the pids and timings once known; `reason` why it failed."""
+
+    id: str
+    state: DeployState
+    updated: str = ""  # when the supervisor wrote it (UTC)
+    phase: str | None = None
+    reason: str = ""
+    rolled_back: bool = False  # the new workers failed and the old ones serve on
+    app: str = ""
+    workers: int | None = None
+    new_master: int | None = None
+    old_master: int | None = None
+    timeout_s: float | None = None
+    ready_s: float | None = None
+    elapsed_s: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "pending"
+
+
 class DeployUnanswered(Exception):
     """The supervisor did not take the request, stopped, or gave no outcome in time."""
 
 
+class DeployFileError(RunFileError):
+    """A request or result file cannot be read: damaged, crafted, or another version's."""
+
+
 def deploy_dir(run_dir: Path) -> Path:
     return run_dir / DEPLOY_DIR
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace `path` atomically, mode 0600: a reader never sees half of it."""
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=1)
-    os.replace(scratch, path)
 
 
 def _mtime(path: Path) -> float:
@@ -100,30 +125,40 @@ def take_requests(run_dir: Path) -> tuple[list[DeployRequest], list[tuple[str, s
     for path in sorted(deploy_dir(run_dir).glob(f"*{REQUEST_SUFFIX}"), key=_mtime):
         request_id = path.name.removesuffix(REQUEST_SUFFIX)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            data = {"unreadable": str(exc)}
+            request, problem = read_json(path, DeployRequest, VERSION), ""
+        except RunFileError as exc:
+            request, problem = None, str(exc)
         path.unlink(missing_ok=True)
-        app = data.get("app", "") if isinstance(data, dict) else None
-        timeout = data.get("timeout", 60.0) if isinstance(data, dict) else None
-        if _ID.fullmatch(request_id) is None:
+        if _ID.fullmatch(request_id) is None:  # no result can be named after it
             log.warning("deploy request with an invalid id dropped: %r", request_id)
-        elif not isinstance(app, str) or len(app) > 300 or app != app.strip():
-            refused.append((request_id, f"invalid request: app {app!r}"))
-        elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            refused.append((request_id, f"invalid request: timeout {timeout!r}"))
-        elif not 1 <= timeout <= 3600:
-            refused.append((request_id, f"timeout {timeout:g} s is out of range (1-3600)"))
-        else:
-            taken.append(DeployRequest(request_id, app, float(timeout)))
+        elif request is not None:
+            problem = _invalid(request, request_id)
+            if problem:
+                refused.append((request_id, problem))
+            else:
+                taken.append(request)
+        elif problem:
+            refused.append((request_id, f"invalid request: {problem}"))
     return taken, refused
 
 
-def write_result(run_dir: Path, request_id: str, result: dict[str, Any]) -> None:
+def _invalid(request: DeployRequest, file_id: str) -> str:
+    """Why a well-formed request cannot be taken, or ""."""
+    app, timeout = request.app, request.timeout
+    if request.id != file_id:
+        return f"invalid request: its id {reprlib.repr(request.id)} is not its file's"
+    if len(app) > 300 or app != app.strip():
+        return f"invalid request: app {reprlib.repr(app)}"
+    if not 1 <= timeout <= 3600:
+        return f"timeout {timeout:g} s is out of range (1-3600)"
+    return ""
+
+
+def write_result(run_dir: Path, result: DeployResult) -> None:
     """Replace the request's result, then prune all but the newest results."""
     folder = deploy_dir(run_dir)
-    data = {"id": request_id, **result, "updated": _utc_now()}
-    _write_json(folder / f"{request_id}.json", data)
+    stamped = replace(result, updated=_utc_now())
+    replace_json(folder / f"{result.id}.json", VERSION, asdict(stamped), mode=0o600)
     results = [p for p in folder.glob("*.json") if not p.name.endswith(REQUEST_SUFFIX)]
     for old in sorted(results, key=_mtime)[:-KEEP_RESULTS]:
         old.unlink(missing_ok=True)
@@ -136,12 +171,13 @@ def _utc_now() -> str:
 # -- the CLI's half -----------------------------------------------------------------------
 
 
-def read_result(run_dir: Path, request_id: str) -> dict[str, Any] | None:
+def read_result(run_dir: Path, request_id: str) -> DeployResult | None:
+    """The result of deploy `request_id` so far, or None before the supervisor writes one.
+    Raises DeployFileError when the file is there but is no result this version reads."""
     try:
-        data = json.loads((deploy_dir(run_dir) / f"{request_id}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read_json(deploy_dir(run_dir) / f"{request_id}.json", DeployResult, VERSION)
+    except RunFileError as exc:
+        raise DeployFileError(str(exc)) from None
 
 
 def request_deploy(run_dir: Path, supervisor_pid: int, app: str, timeout: float) -> DeployRequest:
@@ -157,35 +193,34 @@ def request_deploy(run_dir: Path, supervisor_pid: int, app: str, timeout: float)
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     request = DeployRequest(f"{stamp}-{secrets.token_hex(3)}", app, timeout)
-    data = {"id": request.id, "app": request.app, "timeout": request.timeout}
-    _write_json(deploy_dir(run_dir) / f"{request.id}{REQUEST_SUFFIX}", data)
+    path = deploy_dir(run_dir) / f"{request.id}{REQUEST_SUFFIX}"
+    replace_json(path, VERSION, asdict(request), mode=0o600)
     os.kill(supervisor_pid, signal.SIGUSR2)
     return request
 
 
-def describe(result: dict[str, Any]) -> str:
+def describe(result: DeployResult) -> str:
     """One line of progress for a result."""
-    state, phase = result.get("state"), result.get("phase")
-    if state == "ok":
+    if result.state == "ok":
         return (
-            f"deployed in {result.get('elapsed_s')} s: new workers ready after "
-            f"{result.get('ready_s')} s (master pid {result.get('new_master')}), old ones "
-            f"drained (master pid {result.get('old_master')})"
+            f"deployed in {result.elapsed_s} s: new workers ready after {result.ready_s} s "
+            f"(master pid {result.new_master}), old ones drained (master pid "
+            f"{result.old_master})"
         )
-    if state == "failed" and result.get("rolled_back"):
-        return f"rolled back, the old workers serve on: {result.get('reason')}"
-    if state == "failed":
-        return f"failed: {result.get('reason')}"
-    if phase == "draining":
+    if result.state == "failed" and result.rolled_back:
+        return f"rolled back, the old workers serve on: {result.reason}"
+    if result.state == "failed":
+        return f"failed: {result.reason}"
+    if result.phase == "draining":
         return (
-            f"new workers ready after {result.get('ready_s')} s; draining the old ones "
-            f"(master pid {result.get('old_master')})"
+            f"new workers ready after {result.ready_s} s; draining the old ones "
+            f"(master pid {result.old_master})"
         )
-    if phase == "aborting":
-        return f"the new workers failed; stopping them: {result.get('reason')}"
+    if result.phase == "aborting":
+        return f"the new workers failed; stopping them: {result.reason}"
     return (
-        f"new workers starting ({result.get('workers')} x {result.get('app')}, master pid "
-        f"{result.get('new_master')}); waiting up to {result.get('timeout_s')} s for /ready"
+        f"new workers starting ({result.workers} x {result.app}, master pid "
+        f"{result.new_master}); waiting up to {result.timeout_s} s for /ready"
     )
 
 
@@ -196,17 +231,18 @@ def await_result(
     timeout: float,
     progress: Callable[[str], None],
     poll: float = 0.2,
-) -> dict[str, Any]:
-    """The request's outcome (state ok or failed); `progress` gets each phase before it."""
+) -> DeployResult:
+    """The request's outcome (state ok or failed); `progress` gets each phase before it.
+    Raises DeployUnanswered, or DeployFileError for a result it cannot read."""
     started = time.monotonic()
-    shown: tuple[Any, Any] | None = None
+    shown: tuple[str, str | None] | None = None
     while True:
         result = read_result(run_dir, request.id)
         elapsed = time.monotonic() - started
-        if result is not None and result.get("state") in ("ok", "failed"):
+        if result is not None and result.finished:
             return result
-        if result is not None and (result.get("state"), result.get("phase")) != shown:
-            shown = (result.get("state"), result.get("phase"))
+        if result is not None and (result.state, result.phase) != shown:
+            shown = (result.state, result.phase)
             progress(describe(result))
         if not _alive(supervisor_pid):
             raise DeployUnanswered(f"the stack (pid {supervisor_pid}) stopped during the deploy")
