@@ -12,11 +12,11 @@ import typer
 from typer.testing import CliRunner
 
 from cloud_phoenix import exitcodes
-from cloud_phoenix.backup import DATAERR, BadBackup, CannotWrite
+from cloud_phoenix.backup import BadBackup, CannotWrite
 from cloud_phoenix.cli import stack
 from cloud_phoenix.cli.edge import edge
 from cloud_phoenix.config import ConfigError
-from cloud_phoenix.exitcodes import CannotStart
+from cloud_phoenix.exitcodes import DATAERR, CannotStart
 from cloud_phoenix.stack.status import StackStatus, StatusError, write_status
 from cloud_phoenix.store import StoreError, StoreUnavailable
 
