@@ -24,9 +24,9 @@ from cloud_phoenix.app.runtime import Runtime
 from cloud_phoenix.certs.keymaker import KeyMaker
 from cloud_phoenix.certs.pool import KeyPool
 from cloud_phoenix.collector.keeper import CollectorChild
-from cloud_phoenix.collector.loop import measure_lag
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
+from cloud_phoenix.journal.lag import measure_lag
 from cloud_phoenix.stack import ops
 from cloud_phoenix.store import LogStore, StoreError, open_store
 
