@@ -2,7 +2,7 @@
 
 When PROMETHEUS_MULTIPROC_DIR is set (gunicorn with several workers), each process writes
 its values to files there and a scrape sums them (the gunicorn master folds the files of dead
-workers into an archive: stack/metricsfold.py); otherwise the process's own registry serves,
+workers into an archive: app/metricsfold.py); otherwise the process's own registry serves,
 and the per-request figures are plain counts turned into Prometheus families when scraped.
 """
 
@@ -18,9 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from cloud_phoenix.app.metricsfold import collect
 from cloud_phoenix.backup.catalog import scan
 from cloud_phoenix.config import Settings
-from cloud_phoenix.stack.metricsfold import collect
 from cloud_phoenix.stack.status import read_status
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
