@@ -27,7 +27,7 @@ import psutil
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import DailyBackups
-from cloud_phoenix.collector.keeper import last_pass
+from cloud_phoenix.collector.keeper import collector_spec, last_pass
 from cloud_phoenix.config import Settings
 from cloud_phoenix.cpuwatch.context import busiest_endpoints
 from cloud_phoenix.cpuwatch.decide import CpuPolicy, Notice
@@ -52,7 +52,6 @@ from cloud_phoenix.stack.host import lock_home, prepare_home
 from cloud_phoenix.stack.roster import WorkerRoster
 from cloud_phoenix.stack.spec import (
     child_env,
-    collector_spec,
     gunicorn_spec,
     haproxy_spec,
 )
