@@ -28,9 +28,10 @@ from cloud_phoenix.cpuwatch.context import (
     busiest_endpoints,
     helper_children,
 )
-from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, Notice, started_notice
+from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, started_notice
 from cloud_phoenix.cpuwatch.watch import CpuWatch, HostCpu, ProcessTable
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier, RetryPolicy
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix

@@ -30,11 +30,12 @@ from cloud_phoenix.backup import DailyBackups
 from cloud_phoenix.collector.keeper import collector_spec, last_pass
 from cloud_phoenix.config import Settings
 from cloud_phoenix.cpuwatch.context import busiest_endpoints
-from cloud_phoenix.cpuwatch.decide import CpuPolicy, Notice
+from cloud_phoenix.cpuwatch.decide import CpuPolicy
 from cloud_phoenix.cpuwatch.watch import CpuWatch
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.notify.events import EventLog
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier
 from cloud_phoenix.proc.child import Child, ChildSpec
 from cloud_phoenix.stack import autoscale
