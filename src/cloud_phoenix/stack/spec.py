@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cloud_phoenix.config import Settings
 from cloud_phoenix.proc.child import ChildSpec
-from cloud_phoenix.stack.edge.haproxy import command_line
+from cloud_phoenix.stack.edge.program import command_line
 
 
 def child_env(settings: Settings, metrics_dir: Path) -> dict[str, str]:

@@ -46,7 +46,7 @@ from cloud_phoenix.stack.deploy import (
     stop_accepting,
     take_requests,
 )
-from cloud_phoenix.stack.edge import haproxy
+from cloud_phoenix.stack.edge.program import find_haproxy
 from cloud_phoenix.stack.edge.sockets import open_edge
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from cloud_phoenix.stack.host import lock_home, prepare_home
@@ -98,7 +98,7 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything that can refuse to start, before any child runs."""
         s = self.settings
-        haproxy_bin = s.haproxy_bin or haproxy.find_haproxy()
+        haproxy_bin = s.haproxy_bin or find_haproxy()
         if haproxy_bin is None or not os.access(haproxy_bin, os.X_OK):
             raise CannotStart(
                 "HAProxy is not installed: install it with "
