@@ -12,6 +12,8 @@ from pathlib import Path
 from cloud_phoenix.store.urls import url_problem
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# What gunicorn's workers serve: the application with the stack's parts plugged in.
+WORKER_APP = "cloud_phoenix.stack.workerapp:from_environment()"
 
 
 class ConfigError(ValueError):
@@ -138,7 +140,7 @@ class Settings:
     backup_at: str = "03:00"  # local time, HH:MM
     backup_retention_days: int = 7
     # What gunicorn's workers serve; another app only to measure the platform against it.
-    worker_app: str = "cloud_phoenix.app:from_environment()"
+    worker_app: str = WORKER_APP
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -197,7 +199,7 @@ class Settings:
             ),
             backup_at=_clock_time(environ.get("PHOENIX_BACKUP_AT") or "03:00"),
             backup_retention_days=read.whole("PHOENIX_BACKUP_RETENTION_DAYS", 7, 1, 3650),
-            worker_app=environ.get("PHOENIX_WORKER_APP") or "cloud_phoenix.app:from_environment()",
+            worker_app=environ.get("PHOENIX_WORKER_APP") or WORKER_APP,
         )
 
     @property

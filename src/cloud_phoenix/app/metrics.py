@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,9 +18,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from cloud_phoenix.app.metricsfold import collect
-from cloud_phoenix.backup.catalog import scan
-from cloud_phoenix.config import Settings
-from cloud_phoenix.stack.status import read_status
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -166,31 +162,3 @@ class Metrics:
         for read in self._computed:
             registry.register(_Computed(read))
         return generate_latest(registry)
-
-
-# The supervisor's figures, as its status file states them (counters: they only grow).
-_OPERATIONS = {
-    "cpu_peaks": "phoenix_cpu_peaks_total",
-    "notifications_sent": "phoenix_notifications_sent_total",
-    "notifications_failed": "phoenix_notifications_failed_total",
-    "backups_failed": "phoenix_backups_failed_total",
-}
-
-
-def operations_figures(settings: Settings) -> dict[str, float]:
-    """CPU peaks, notifications and backups, read at scrape time (the same in every worker)."""
-    figures: dict[str, float] = {}
-    status = read_status(settings.run_dir)
-    operations = status.get("operations", {}) if status else {}
-    for key, name in _OPERATIONS.items():
-        value = operations.get(key)
-        if isinstance(value, int | float):
-            figures[name] = float(value)
-    backups = [entry for entry in scan(settings.backups_dir) if entry.good]
-    figures["phoenix_backups"] = float(len(backups))
-    if backups:
-        newest = max(entry.created_at for entry in backups)
-        figures["phoenix_last_backup_age_seconds"] = max(
-            0.0, (datetime.now(UTC) - newest).total_seconds()
-        )
-    return figures

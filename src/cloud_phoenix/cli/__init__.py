@@ -79,8 +79,8 @@ def serve() -> None:
     """Run the application in one process on PORT, with the collector inside it."""
     import uvicorn
 
-    from cloud_phoenix.app import create_app
     from cloud_phoenix.stack.host import listen, prepare_home
+    from cloud_phoenix.stack.workerapp import served_app
     from cloud_phoenix.store import StoreError
 
     settings = load_settings()
@@ -88,7 +88,7 @@ def serve() -> None:
     try:
         prepare_home(settings)
         sock = listen(settings.host, settings.port, "application", backlog=2048)
-        app = create_app(settings)
+        app = served_app(settings)
     except CannotStart as exc:
         raise fail(str(exc), exc.code) from None
     except StoreError as exc:  # the database URL cannot be used (a TLS file it names ...)

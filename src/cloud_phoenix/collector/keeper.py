@@ -1,6 +1,6 @@
 """The collector as a child process: its command line (`phoenix collect`, which the
 supervisor of `phoenix up` runs too) and, for `phoenix serve`, a thread of the server that
-keeps it alive (`CollectorChild`).
+keeps it alive (`CollectorChild`, which the stack plugs into the application's lifespan).
 
 Not a thread of the server: the collector parses every journal line in Python, and inside
 the serving process that work holds the interpreter lock the requests need. At saturation
@@ -61,7 +61,8 @@ def collector_env(settings: Settings) -> dict[str, str]:
 
 
 class CollectorChild:
-    """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it."""
+    """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it.
+    As a context manager: started on entry, stopped (with its last pass) on exit."""
 
     def __init__(self, settings: Settings, grace: float = 15.0) -> None:
         self.settings = settings
@@ -70,6 +71,13 @@ class CollectorChild:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # no start after stop() has begun
         self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> CollectorChild:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         # The thread that starts the child is its parent for PR_SET_PDEATHSIG: this one
