@@ -18,7 +18,14 @@ from cloud_phoenix.backup.snapshot import backend_name, source_name
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.store import StoreError, StoreUnavailable, open_store
 from cloud_phoenix.store.mongodb import MongoStore
-from cloud_phoenix.store.urls import redact_url, scrub, url_database, url_problem, url_secrets
+from cloud_phoenix.store.urls import (
+    check_database_url,
+    redact_url,
+    scrub,
+    url_database,
+    url_problem,
+    url_secrets,
+)
 
 # `?`, `/`, `@`, `#` end the user information for some readers only; ':' is a second
 # separator to pymongo, '+' a space, '%' an escape; '[' breaks urllib; a space is stripped.
@@ -48,7 +55,7 @@ def test_an_unencoded_reserved_character_is_refused_without_quoting_the_password
     problem = url_problem(url)
     assert problem is not None and "percent-encode" in problem
     with pytest.raises(ConfigError, match="DB_CONNECTION_STRING") as refused:
-        Settings.from_env({"DB_CONNECTION_STRING": url})
+        check_database_url(Settings.from_env({"DB_CONNECTION_STRING": url}).db_url)
     with pytest.raises(StoreError) as store_refused:
         open_store(url)
     with pytest.raises(BackupError) as backup_refused:
@@ -75,6 +82,7 @@ def test_a_percent_encoded_password_is_accepted_and_read_alike_by_every_driver(
     url = url_for(scheme, quote(password, safe=""))
     assert url_problem(url) is None
     assert Settings.from_env({"DB_CONNECTION_STRING": url}).db_url == url
+    check_database_url(url)
     assert conninfo_to_dict(url.replace(scheme, "postgresql", 1))["password"] == password
     assert parse_uri(url.replace(scheme, "mongodb", 1))["password"] == password
     assert unquote(urlsplit(url).password or "") == password

@@ -41,10 +41,14 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def load_settings() -> Settings:
+    from cloud_phoenix.store.urls import check_database_url
+
     try:
-        return Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ)
+        check_database_url(settings.db_url)
     except ConfigError as exc:
         raise fail(f"invalid configuration: {exc}", exitcodes.CONFIG) from None
+    return settings
 
 
 def setup_logging(settings: Settings) -> None:

@@ -237,10 +237,14 @@ def store_events(url: str) -> RecordEvent:
 
 
 def _settings() -> Settings:
+    from cloud_phoenix.store.urls import check_database_url
+
     try:
-        return Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ)
+        check_database_url(settings.db_url)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}", exitcodes.CONFIG) from None
+    return settings
 
 
 def _fail(message: str, code: int) -> typer.Exit:
