@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.stack.metricsfold import fold_dead
+from cloud_phoenix.app.metricsfold import fold_dead
 from report import Row, print_table, say
 from stats import median, ratio
 

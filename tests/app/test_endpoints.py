@@ -1,17 +1,20 @@
-"""The application in-process (ASGI test client) on a real SQLite store in a temporary home."""
+"""The application in-process (ASGI test client) on a real SQLite store in a temporary home,
+with a collector child plugged in as `phoenix serve` plugs it."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud_phoenix.app import create_app
+from cloud_phoenix.app import Extension, create_app
 from cloud_phoenix.app.logroutes import LogRecord
+from cloud_phoenix.collector.keeper import CollectorChild
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, journal_files
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
@@ -26,7 +29,8 @@ def make_client(home: Path, **env: str) -> TestClient:
             **env,
         }
     )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    collector = Extension(lifetime=partial(CollectorChild, settings))
+    return TestClient(create_app(settings, extensions=[collector]), raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -219,23 +223,6 @@ def test_the_catalogue_fast_path_is_recorded_like_any_request(
     assert 'phoenix_requests_total{method="GET",route="/",status="200"} 1.0' in text
     client.request("BREW", "/")
     assert 'method="other"' in client.get("/metrics").text  # label set stays bounded
-
-
-def test_metrics_show_backups_and_the_age_of_the_last(tmp_path: Path) -> None:
-    from cloud_phoenix.backup import run_backup
-
-    settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path)})
-    with make_client(tmp_path) as c:
-        c.get("/health")
-        run_backup(settings)
-        text = c.get("/metrics").text
-    assert "phoenix_backups 1.0" in text
-    [age] = [
-        float(line.split()[1])
-        for line in text.splitlines()
-        if line.startswith("phoenix_last_backup_age_seconds ")
-    ]
-    assert 0 <= age < 60
 
 
 def test_a_saturated_pool_answers_503_and_counts_the_refusal(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloud_phoenix.collector.keeper import collector_spec
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
 from cloud_phoenix.proc.child import Child
-from cloud_phoenix.stack.spec import collector_spec
 from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_phoenix.collector.loop import Collector, measure_lag
+from cloud_phoenix.collector.loop import Collector
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
 from cloud_phoenix.store import Cursor, LogQuery, StoreUnavailable
 from cloud_phoenix.store.sqlite import SQLiteStore
@@ -64,17 +64,6 @@ def test_a_malformed_line_is_skipped_and_counted(tmp_path: Path) -> None:
     collector = Collector(SQLiteStore(tmp_path / "db"), journal)
     assert collector.collect_once() == 5
     assert collector.stats.malformed == 1
-
-
-def test_lag_counts_bytes_and_age_of_the_oldest_uncollected_record(tmp_path: Path) -> None:
-    journal = tmp_path / "journal"
-    write(journal, 4)
-    size = (journal / "access-2026-11-27.jsonl").stat().st_size
-    now = datetime(2026, 11, 27, 0, 1, tzinfo=UTC)
-    lag = measure_lag({}, journal, now)
-    assert lag.bytes == size and lag.files_behind == 1
-    assert lag.seconds == pytest.approx(60, abs=0.01)
-    assert measure_lag({"access-2026-11-27.jsonl": size}, journal, now).bytes == 0
 
 
 def test_an_unreachable_store_raises_and_the_journal_keeps_everything(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ import httpx
 import pytest
 from starlette.routing import BaseRoute, Match, Mount
 
-from cloud_phoenix.app import create_app
 from cloud_phoenix.config import Settings
 from cloud_phoenix.cpuwatch.context import (
     MOUNTS,
@@ -28,10 +27,12 @@ from cloud_phoenix.cpuwatch.context import (
     busiest_endpoints,
     helper_children,
 )
-from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, Notice, started_notice
+from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, started_notice
 from cloud_phoenix.cpuwatch.watch import CpuWatch, HostCpu, ProcessTable
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier, RetryPolicy
+from cloud_phoenix.stack.workerapp import worker_app
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix
 from tests.fixtures.webhook import Receiver
@@ -336,7 +337,7 @@ def app_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
 def test_the_route_labels_are_the_application_s_route_table(tmp_path: Path) -> None:
     """The supervisor does not import the application (FastAPI, some 30 MB): it keeps the
     table's paths, and this test keeps them equal to the application's."""
-    app = create_app(Settings.from_env({"PHOENIX_HOME": str(tmp_path)}))
+    app = worker_app(Settings.from_env({"PHOENIX_HOME": str(tmp_path)}))
     try:
         routes = list(app_routes(app.routes))
         paths = {getattr(route, "path", None) for route in routes}

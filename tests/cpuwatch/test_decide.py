@@ -11,11 +11,11 @@ from cloud_phoenix.cpuwatch.decide import (
     CpuPolicy,
     CpuSample,
     CpuState,
-    Notice,
     ProcessCpu,
     evaluate,
     wants_endpoints,
 )
+from cloud_phoenix.notify.notice import Notice
 
 DEFAULT = CpuPolicy()  # 80 %, 2 s to start, 2 s to clear, 1 s samples
 HIGH, LOW = 95.0, 10.0

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cloud_phoenix.cpuwatch.decide import Notice
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier, RetryPolicy, safe_url_name
 from cloud_phoenix.store.base import Event, StoreError, StoreUnavailable
 from tests.fixtures.ports import free_port

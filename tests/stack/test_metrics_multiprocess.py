@@ -46,7 +46,7 @@ def test_request_counts_are_summed_over_every_worker(tmp_path: Path) -> None:
             "uvicorn_worker.UvicornWorker",
             "--bind",
             f"127.0.0.1:{port}",
-            "cloud_phoenix.app:from_environment()",
+            "cloud_phoenix.stack.workerapp:from_environment()",
         ],
         env=env,
         stdout=subprocess.DEVNULL,

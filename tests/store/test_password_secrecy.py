@@ -28,9 +28,9 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
-from cloud_phoenix.app import create_app
 from cloud_phoenix.backup import BackupError, run_backup
 from cloud_phoenix.config import Settings
+from cloud_phoenix.stack.workerapp import worker_app
 from tests.fixtures.ports import free_port
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import PhoenixProcess, running_stack
@@ -214,7 +214,7 @@ def test_with_the_database_up_an_encoded_password_connects_and_never_shows(
     secret_role.set_password(password)
     home = tmp_path / "home"
     settings = settings_for(home, secret_role.url(password))
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(worker_app(settings), raise_server_exceptions=False) as client:
         got = answers(client)
     check = got["/checkdb"].json()
     assert got["/checkdb"].status_code == 200 and check["reachable"] is True
@@ -249,7 +249,7 @@ def test_with_the_database_down_or_a_wrong_password_nothing_shows_it(
     secrets = (password, wrong_for(password))
     home = tmp_path / "home"
     settings = settings_for(home, url)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(worker_app(settings), raise_server_exceptions=False) as client:
         got = answers(client)
     check, ready, logs = got["/checkdb"], got["/ready"], got["/logs"]
     assert check.status_code == ready.status_code == logs.status_code == 503

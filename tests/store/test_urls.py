@@ -20,6 +20,7 @@ from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.store import StoreError, StoreUnavailable, open_store
 from cloud_phoenix.store.mongodb import MongoStore
 from cloud_phoenix.store.urls import (
+    check_database_url,
     redact_url,
     scrub,
     url_backend,
@@ -56,7 +57,7 @@ def test_an_unencoded_reserved_character_is_refused_without_quoting_the_password
     problem = url_problem(url)
     assert problem is not None and "percent-encode" in problem
     with pytest.raises(ConfigError, match="DB_CONNECTION_STRING") as refused:
-        Settings.from_env({"DB_CONNECTION_STRING": url})
+        check_database_url(Settings.from_env({"DB_CONNECTION_STRING": url}).db_url)
     with pytest.raises(StoreError) as store_refused:
         open_store(url)
     with pytest.raises(BackupError) as backup_refused:
@@ -83,6 +84,7 @@ def test_a_percent_encoded_password_is_accepted_and_read_alike_by_every_driver(
     url = url_for(scheme, quote(password, safe=""))
     assert url_problem(url) is None
     assert Settings.from_env({"DB_CONNECTION_STRING": url}).db_url == url
+    check_database_url(url)
     assert conninfo_to_dict(url.replace(scheme, "postgresql", 1))["password"] == password
     assert parse_uri(url.replace(scheme, "mongodb", 1))["password"] == password
     assert unquote(urlsplit(url).password or "") == password

@@ -1,34 +1,34 @@
-"""The Phoenix web application: `create_app(settings)` builds it, nothing happens on import."""
+"""The Phoenix web application: `create_app(settings, store, extensions)` builds it, nothing
+happens on import. What keeps it alive plugs its parts in as extensions (app/extension.py)."""
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cloud_phoenix import __version__
 from cloud_phoenix.app import errors, fastlane, pages, routes
-from cloud_phoenix.app.metrics import Metrics, operations_figures
+from cloud_phoenix.app.extension import Extension, StaticFolders, enter_lifetimes
+from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.app.requestlog import RequestLog
 from cloud_phoenix.app.runtime import Runtime
 from cloud_phoenix.certs.keymaker import KeyMaker
 from cloud_phoenix.certs.pool import KeyPool
-from cloud_phoenix.collector.keeper import CollectorChild
-from cloud_phoenix.collector.loop import measure_lag
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
-from cloud_phoenix.stack import ops
+from cloud_phoenix.journal.lag import measure_lag
 from cloud_phoenix.store import LogStore, StoreError, open_store
+
+__all__ = ["Extension", "PhoenixApp", "build_runtime", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +78,33 @@ class PhoenixApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, store: LogStore | None = None) -> PhoenixApp:
-    """The ASGI application; its lifespan starts the key pool and, if asked, the collector."""
+def create_app(
+    settings: Settings, store: LogStore | None = None, extensions: Sequence[Extension] = ()
+) -> PhoenixApp:
+    """The ASGI application with the `extensions` a host plugs in; its lifespan starts the
+    key pool, then enters what the extensions keep alive (and exits it first)."""
     rt = build_runtime(settings, store)
+    extensions = tuple(extensions)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         rt.started = time.monotonic()  # in this worker (with --preload the app predates it)
         rt.pool.start()
         try:
-            rt.store.migrate()
-        except StoreError as exc:
-            log.warning("store not ready at start (the collector will retry): %s", exc)
-        if settings.serve_collector:
-            rt.collector = CollectorChild(settings)
-            rt.collector.start()
-        # What exists now (the framework, the routes, the templates) lives as long as the
-        # process: out of the garbage collector's sight, it is not walked again and again
-        # while requests come and go (measured: about 8 % more GET / per second).
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
+            try:
+                rt.store.migrate()
+            except StoreError as exc:
+                log.warning("store not ready at start (the collector will retry): %s", exc)
+            async with AsyncExitStack() as lifetimes:
+                await enter_lifetimes(lifetimes, extensions)
+                # What exists now (the framework, the routes, the templates) lives as long
+                # as the process: out of the garbage collector's sight, it is not walked
+                # again and again while requests come and go (measured: about 8 % more
+                # GET / per second).
+                gc.collect()
+                gc.freeze()
+                yield
         finally:
-            if rt.collector is not None:
-                rt.collector.stop()
             rt.pool.stop()
             await rt.keymaker.close()
             rt.journal.close()
@@ -129,10 +131,15 @@ def create_app(settings: Settings, store: LogStore | None = None) -> PhoenixApp:
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(routes.router)
-    app.include_router(ops.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for extension in extensions:
+        for router in extension.routers:
+            app.include_router(router)
+    folders = [STATIC, *(folder for extension in extensions for folder in extension.static)]
+    app.mount("/static", StaticFolders(folders), name="static")
     rt.metrics.add_computed(lambda: _lag_figures(rt))
-    rt.metrics.add_computed(lambda: operations_figures(settings))
+    for extension in extensions:
+        for figures in extension.figures:
+            rt.metrics.add_computed(figures)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -149,11 +156,6 @@ def create_app(settings: Settings, store: LogStore | None = None) -> PhoenixApp:
         stdout=settings.access_log_stdout,
     )
     return app
-
-
-def from_environment() -> PhoenixApp:
-    """The application for gunicorn (`cloud_phoenix.app:from_environment()`), from os.environ."""
-    return create_app(Settings.from_env(os.environ))
 
 
 def _lag_figures(rt: Runtime) -> dict[str, float]:

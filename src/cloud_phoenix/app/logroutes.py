@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from cloud_phoenix.app.errors import ERROR_503, store_failure
 from cloud_phoenix.app.runtime import runtime
-from cloud_phoenix.collector.loop import measure_lag
 from cloud_phoenix.journal import MAX_VALUE_CHARS, format_time
+from cloud_phoenix.journal.lag import measure_lag
 from cloud_phoenix.store import Cursor, LogQuery, StoreError, redact_url
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
 

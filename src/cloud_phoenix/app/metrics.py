@@ -2,16 +2,14 @@
 
 When PROMETHEUS_MULTIPROC_DIR is set (gunicorn with several workers), each process writes
 its values to files there and a scrape sums them (the gunicorn master folds the files of dead
-workers into an archive: stack/metricsfold.py); otherwise the process's own registry serves,
+workers into an archive: app/metricsfold.py); otherwise the process's own registry serves,
 and the per-request figures are plain counts turned into Prometheus families when scraped.
 """
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,12 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from cloud_phoenix.backup.catalog import scan
-from cloud_phoenix.config import Settings
-from cloud_phoenix.stack.metricsfold import collect
-from cloud_phoenix.stack.status import StatusError, read_status
-
-log = logging.getLogger(__name__)
+from cloud_phoenix.app.metricsfold import collect
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -169,27 +162,3 @@ class Metrics:
         for read in self._computed:
             registry.register(_Computed(read))
         return generate_latest(registry)
-
-
-def operations_figures(settings: Settings) -> dict[str, float]:
-    """CPU peaks, notifications and backups, read at scrape time (the same in every worker)."""
-    figures: dict[str, float] = {}
-    try:
-        status = read_status(settings.run_dir)
-    except StatusError as exc:  # damaged, or another version's: the backups still count
-        log.debug("status file unreadable: %s", exc)
-        status = None
-    if status is not None:  # the supervisor's counters: they only grow
-        operations = status.operations
-        figures["phoenix_cpu_peaks_total"] = float(operations.cpu_peaks)
-        figures["phoenix_notifications_sent_total"] = float(operations.notifications_sent)
-        figures["phoenix_notifications_failed_total"] = float(operations.notifications_failed)
-        figures["phoenix_backups_failed_total"] = float(operations.backups_failed)
-    backups = [entry for entry in scan(settings.backups_dir) if entry.good]
-    figures["phoenix_backups"] = float(len(backups))
-    if backups:
-        newest = max(entry.created_at for entry in backups)
-        figures["phoenix_last_backup_age_seconds"] = max(
-            0.0, (datetime.now(UTC) - newest).total_seconds()
-        )
-    return figures

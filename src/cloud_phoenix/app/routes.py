@@ -26,7 +26,7 @@ from cloud_phoenix.certs.keys import (
     SpareKey,
     issue_certificate,
 )
-from cloud_phoenix.collector.loop import measure_lag
+from cloud_phoenix.journal.lag import measure_lag
 from cloud_phoenix.store import StoreError
 
 log = logging.getLogger(__name__)

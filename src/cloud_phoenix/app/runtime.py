@@ -1,5 +1,5 @@
 """What one serving process holds: settings, store, journal, key pool and its key maker,
-metrics, collector."""
+metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from cloud_phoenix.app.metrics import Metrics
 from cloud_phoenix.certs.keymaker import KeyMaker
 from cloud_phoenix.certs.keys import SpareKey
 from cloud_phoenix.certs.pool import KeyPool
-from cloud_phoenix.collector.keeper import CollectorChild
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
 from cloud_phoenix.store import LogStore
@@ -28,7 +27,6 @@ class Runtime:
     metrics: Metrics
     pool: KeyPool[SpareKey]
     keymaker: KeyMaker  # makes the pool's keys, in a child process
-    collector: CollectorChild | None = None  # `phoenix serve`'s own collector, if it runs one
     started: float = field(default_factory=time.monotonic)
 
 

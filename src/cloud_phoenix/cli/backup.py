@@ -49,9 +49,9 @@ from cloud_phoenix.backup import Progress as ProgressCallback
 from cloud_phoenix.backup.snapshot import backend_name, source_name
 from cloud_phoenix.cli.edge import edge, fail, load_settings
 from cloud_phoenix.config import Settings
-from cloud_phoenix.cpuwatch.decide import Notice
 from cloud_phoenix.notify.channel import RetryPolicy
 from cloud_phoenix.notify.events import EventLog
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier
 from cloud_phoenix.store import StoreError, open_store
 

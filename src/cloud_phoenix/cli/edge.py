@@ -55,8 +55,13 @@ def edge(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def load_settings() -> Settings:
-    """The settings from the environment (a ConfigError reaches the edge)."""
-    return Settings.from_env(os.environ)
+    """The settings from the environment, the database URL checked as its driver will read
+    it (a ConfigError reaches the edge)."""
+    from cloud_phoenix.store.urls import check_database_url
+
+    settings = Settings.from_env(os.environ)
+    check_database_url(settings.db_url)
+    return settings
 
 
 def setup_logging(settings: Settings) -> None:

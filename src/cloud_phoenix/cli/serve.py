@@ -21,14 +21,14 @@ def serve() -> None:
     """Run the application in one process on PORT, with the collector inside it."""
     import uvicorn
 
-    from cloud_phoenix.app import create_app
     from cloud_phoenix.stack.host import listen, prepare_home
+    from cloud_phoenix.stack.workerapp import served_app
 
     settings = load_settings()
     setup_logging(settings)
     prepare_home(settings)
     sock = listen(settings.host, settings.port, "application", backlog=2048)
-    app = create_app(settings)
+    app = served_app(settings)
     host, port = sock.getsockname()[:2]
     log.info("serving on http://%s:%d (store %s)", host, port, app.state.runtime.store.backend)
     # Hand uvicorn the socket object, not `fd=`: uvicorn rebuilds an fd as AF_UNIX, and then

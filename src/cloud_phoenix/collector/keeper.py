@@ -1,5 +1,6 @@
-"""The collector of `phoenix serve`: a child process (`phoenix collect`), kept alive by a
-thread of the server.
+"""The collector as a child process: its command line (`phoenix collect`, which the
+supervisor of `phoenix up` runs too) and, for `phoenix serve`, a thread of the server that
+keeps it alive (`CollectorChild`, which the stack plugs into the application's lifespan).
 
 Not a thread of the server: the collector parses every journal line in Python, and inside
 the serving process that work holds the interpreter lock the requests need. At saturation
@@ -21,17 +22,29 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from cloud_phoenix.collector.loop import Collector
 from cloud_phoenix.config import Settings
 from cloud_phoenix.proc.background import make_idle
-from cloud_phoenix.proc.child import Child
-from cloud_phoenix.stack.spec import collector_spec
+from cloud_phoenix.proc.child import Child, ChildSpec
 from cloud_phoenix.store import StoreError, open_store
 
 log = logging.getLogger(__name__)
+
+
+def collector_spec(
+    env: dict[str, str], log_path: Path | None, own_session: bool = False
+) -> ChildSpec:
+    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr).
+    A stop while it starts waits for its handler, so its last pass always runs."""
+    argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
+    return ChildSpec(
+        "collector", argv, env, log_path=log_path, own_session=own_session, holds_stops=True
+    )
 
 
 def collector_env(settings: Settings) -> dict[str, str]:
@@ -48,7 +61,8 @@ def collector_env(settings: Settings) -> dict[str, str]:
 
 
 class CollectorChild:
-    """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it."""
+    """Runs `phoenix collect` as a child and restarts it when it exits; `stop()` ends it.
+    As a context manager: started on entry, stopped (with its last pass) on exit."""
 
     def __init__(self, settings: Settings, grace: float = 15.0) -> None:
         self.settings = settings
@@ -57,6 +71,13 @@ class CollectorChild:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # no start after stop() has begun
         self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> CollectorChild:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         # The thread that starts the child is its parent for PR_SET_PDEATHSIG: this one

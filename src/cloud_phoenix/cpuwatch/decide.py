@@ -16,20 +16,20 @@ a delta of CPU times gives), so it *covers* the interval from the previous sampl
 - A gap longer than `max_gap`, or a sample whose CPU is not a number, restarts the run in
   progress (a peak already started stays on).
 
-Pure: the shell (`cpuloop`) reads the world, calls `evaluate`, and sends what it returns.
+Pure: the shell (`cpuwatch.watch`) reads the world, calls `evaluate`, and sends what it returns.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cloud_phoenix.notify.notice import Notice
 
 TOP_PROCESSES = 5
 # Times this close count as equal: the clock's jitter must not push a start one sample later.
 TIME_SLACK = 1e-3
-
-NoticeKind = Literal["cpu_peak_started", "cpu_peak_ended", "backup_failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +100,6 @@ class CpuState:
     peak_max: float = 0.0
     peak_top: tuple[ProcessCpu, ...] = ()  # the top processes at peak_max
     peaks: int = 0  # peaks started since the watch began
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A notification to send: the kind (also the event kind), human text and JSON details."""
-
-    kind: NoticeKind
-    title: str
-    body: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def wants_endpoints(host_percent: float, state: CpuState, policy: CpuPolicy) -> bool:

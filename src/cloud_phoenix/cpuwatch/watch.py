@@ -23,11 +23,11 @@ from cloud_phoenix.cpuwatch.decide import (
     CpuPolicy,
     CpuSample,
     CpuState,
-    Notice,
     ProcessCpu,
     evaluate,
     wants_endpoints,
 )
+from cloud_phoenix.notify.notice import Notice
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud_phoenix.cpuwatch.decide import Notice
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.proc.backoff import Backoff
 from cloud_phoenix.store.base import Event
 

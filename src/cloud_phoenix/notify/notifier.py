@@ -19,9 +19,9 @@ import apprise
 from apprise import URLBase
 from apprise.apprise import N_MGR
 
-from cloud_phoenix.cpuwatch.decide import Notice
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.notify.channel import QUEUE_SIZE, Channel, Job, RetryPolicy
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.store.base import Event
 
 log = logging.getLogger(__name__)

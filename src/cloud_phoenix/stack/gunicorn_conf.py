@@ -11,8 +11,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from cloud_phoenix.app.metricsfold import fold_dead
 from cloud_phoenix.proc.background import die_with_parent
-from cloud_phoenix.stack.metricsfold import fold_dead
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The live operations page `/ops` and the figures it polls every second, `/ops/data`.
+"""The live operations page `/ops` and the figures it polls every second, `/ops/data`; the
+stack plugs both into the application (stack/workerapp.py), with the page's template and
+static files from this package.
 
 Everything comes from what is already at hand: the status file the supervisor rewrites every
 0.1 s, psutil for CPU, and the backup manifests on disk. Each open page calls `/ops/data`
@@ -13,11 +15,13 @@ import math
 import os
 import time
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, Template, select_autoescape
 from pydantic import BaseModel, Field
 
 from cloud_phoenix.app.requestlog import worker_id
@@ -31,6 +35,8 @@ from cloud_phoenix.stack.status import StackStatus, StatusError, read_status, su
 log = logging.getLogger(__name__)
 _SAMPLES = CpuSamples()  # per serving process: psutil measures between two calls
 
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"  # served under /static beside the application's
 RECENT_EVENTS = 20
 CPU_PEAK_PREFIX = "cpu_peak_"
 
@@ -113,8 +119,16 @@ class OpsData(BaseModel):
     "keep it open during a drill.",
 )
 async def ops_page(request: Request) -> HTMLResponse:
-    html = request.app.state.templates.get_template("ops.html").render(version=request.app.version)
+    html = _page().render(version=request.app.version)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@cache
+def _page() -> Template:
+    templates = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(), auto_reload=False
+    )
+    return templates.get_template("ops.html")
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""What `phoenix up` runs: the command line, environment and sockets of each child."""
+"""What `phoenix up` runs: the command line, environment and sockets of each child (the
+collector's command line is the collector's own: collector.keeper.collector_spec)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from cloud_phoenix.config import Settings
 from cloud_phoenix.proc.child import ChildSpec
-from cloud_phoenix.stack.edge.haproxy import command_line
+from cloud_phoenix.stack.edge.program import command_line
 
 
 def child_env(settings: Settings, metrics_dir: Path) -> dict[str, str]:
@@ -43,17 +44,6 @@ def gunicorn_spec(
     ]  # fmt: skip
     return ChildSpec(
         "gunicorn", argv, env, pass_fds=(backend_fd,), log_path=settings.logs_dir / "gunicorn.log"
-    )
-
-
-def collector_spec(
-    env: dict[str, str], log_path: Path | None, own_session: bool = False
-) -> ChildSpec:
-    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr).
-    A stop while it starts waits for its handler, so its last pass always runs."""
-    argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
-    return ChildSpec(
-        "collector", argv, env, log_path=log_path, own_session=own_session, holds_stops=True
     )
 
 

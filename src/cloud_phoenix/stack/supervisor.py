@@ -27,14 +27,15 @@ import psutil
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.backup import DailyBackups
-from cloud_phoenix.collector.keeper import last_pass
+from cloud_phoenix.collector.keeper import collector_spec, last_pass
 from cloud_phoenix.config import Settings
 from cloud_phoenix.cpuwatch.context import busiest_endpoints
-from cloud_phoenix.cpuwatch.decide import CpuPolicy, Notice
+from cloud_phoenix.cpuwatch.decide import CpuPolicy
 from cloud_phoenix.cpuwatch.watch import CpuWatch
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.notify.events import EventLog
+from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier
 from cloud_phoenix.proc.child import Child, ChildSpec
 from cloud_phoenix.stack import autoscale
@@ -45,14 +46,13 @@ from cloud_phoenix.stack.deploy import (
     stop_accepting,
     take_requests,
 )
-from cloud_phoenix.stack.edge import haproxy
+from cloud_phoenix.stack.edge.program import find_haproxy
 from cloud_phoenix.stack.edge.sockets import open_edge
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from cloud_phoenix.stack.host import lock_home, prepare_home
 from cloud_phoenix.stack.roster import WorkerRoster
 from cloud_phoenix.stack.spec import (
     child_env,
-    collector_spec,
     gunicorn_spec,
     haproxy_spec,
 )
@@ -99,7 +99,7 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything that can refuse to start, before any child runs."""
         s = self.settings
-        haproxy_bin = s.haproxy_bin or haproxy.find_haproxy()
+        haproxy_bin = s.haproxy_bin or find_haproxy()
         if haproxy_bin is None or not os.access(haproxy_bin, os.X_OK):
             raise CannotStart(
                 "HAProxy is not installed: install it with "

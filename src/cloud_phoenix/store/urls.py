@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from cloud_phoenix.config import ConfigError
+
 # The backend each URL scheme names: the one map `open_store` and the backups pick by.
 BACKENDS = {
     "sqlite": "sqlite",
@@ -67,6 +69,14 @@ def url_problem(url: str) -> str | None:
     if detail is None:
         return None
     return f"a character in it is not percent-encoded ({detail}); {ENCODE_HINT}"
+
+
+def check_database_url(url: str) -> None:
+    """Raise ConfigError naming DB_CONNECTION_STRING if `url_problem` refuses `url`: the
+    commands call it where they read the settings, so that none starts with such a URL."""
+    problem = url_problem(url)
+    if problem:  # the message quotes no part of the URL: it may hold a password
+        raise ConfigError(f"DB_CONNECTION_STRING is refused: {problem}")
 
 
 def _unencoded(url: str) -> str | None:

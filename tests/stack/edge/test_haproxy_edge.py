@@ -31,11 +31,13 @@ from cloud_phoenix.journal import journal_files, read_chunk
 from cloud_phoenix.stack.edge.haproxy import (
     HEALTH_CHECK_AGENT,
     EdgeConfig,
+    render,
+)
+from cloud_phoenix.stack.edge.program import (
     EdgeConfigError,
     check_config,
     command_line,
     find_haproxy,
-    render,
 )
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from tests.fixtures.server import start_phoenix

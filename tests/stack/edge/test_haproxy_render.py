@@ -25,10 +25,10 @@ from cloud_phoenix.stack.edge.haproxy import (
     REQUEST_ID_PATTERN,
     EdgeConfig,
     backend_address,
-    command_line,
     parse_duration,
     render,
 )
+from cloud_phoenix.stack.edge.program import command_line
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError, parse_stat
 
 

@@ -1,6 +1,5 @@
-"""The edge: HAProxy's configuration, its syntax check, and its statistics.
-
-`render` is pure: an `EdgeConfig` in, the text of haproxy.cfg out. HAProxy serves a
+"""The edge's HAProxy configuration: `render` is pure, an `EdgeConfig` in, the text of
+haproxy.cfg out (running HAProxy and its syntax check are program.py's). HAProxy serves a
 listening socket that the supervisor bound and hands down (`bind fd@N`), proxies to the
 gunicorn master's socket (also held by the supervisor, so a restarting gunicorn makes
 requests wait in the backlog rather than fail), resends a safe request whose worker died
@@ -14,13 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-HAPROXY_FALLBACK = "/usr/sbin/haproxy"
 FRONTEND = "edge"
 BACKEND = "app"
 SERVER = "app1"
@@ -47,10 +43,6 @@ _TIMEOUTS = (
     "timeout_queue",
     "timeout_http_keep_alive",
 )
-
-
-class EdgeConfigError(Exception):
-    """HAProxy refused a configuration, or could not be run to check it."""
 
 
 def parse_duration(value: str) -> float:
@@ -321,41 +313,3 @@ def render(config: EdgeConfig) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def find_haproxy() -> str | None:
-    """The haproxy executable on PATH, else Debian's /usr/sbin/haproxy, else None."""
-    return shutil.which("haproxy") or shutil.which(HAPROXY_FALLBACK)
-
-
-def command_line(haproxy: str, config_path: Path) -> list[str]:
-    """How to run the edge: in the foreground (-db), with the edge socket in pass_fds."""
-    return [haproxy, "-db", "-f", str(config_path)]
-
-
-def check_config(
-    haproxy: str, path: Path, pass_fds: tuple[int, ...] = (), timeout: float = 30.0
-) -> None:
-    """Run `haproxy -c -f path`; raise EdgeConfigError with HAProxy's words on failure.
-
-    HAProxy refuses `bind fd@N` unless N is open in the checking process: pass the edge
-    socket's descriptor in `pass_fds`.
-    """
-    try:
-        result = subprocess.run(
-            [haproxy, "-c", "-f", str(path)],
-            pass_fds=pass_fds,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise EdgeConfigError(
-            f"cannot run {haproxy}: {exc.strerror}; install it: apt-get install haproxy"
-        ) from exc
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EdgeConfigError(f"cannot check {path} with {haproxy}: {exc}") from exc
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise EdgeConfigError(f"HAProxy refused {path} (exit {result.returncode}):\n{output}")

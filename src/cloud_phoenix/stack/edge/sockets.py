@@ -16,6 +16,7 @@ from cloud_phoenix import exitcodes
 from cloud_phoenix.config import Settings
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.stack.edge import haproxy
+from cloud_phoenix.stack.edge.program import EdgeConfigError, check_config
 from cloud_phoenix.stack.host import listen
 
 
@@ -49,8 +50,8 @@ def open_edge(settings: Settings, haproxy_bin: str) -> Edge:
     edge = Edge(public, backend, config, path)
     try:
         path.write_text(haproxy.render(config))
-        haproxy.check_config(haproxy_bin, path, pass_fds=(public.fileno(),))
-    except haproxy.EdgeConfigError as exc:
+        check_config(haproxy_bin, path, pass_fds=(public.fileno(),))
+    except EdgeConfigError as exc:
         edge.close()
         raise CannotStart(
             f"HAProxy refuses the rendered configuration: {exc}", exitcodes.CONFIG

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from cloud_phoenix.app import metricsfold
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.stack import metricsfold
-from cloud_phoenix.stack.metricsfold import NOTE, consistent_view, fold_dead
+from cloud_phoenix.app.metricsfold import NOTE, consistent_view, fold_dead
 
 WORKERS = """
 import os, sys
 from pathlib import Path
 from cloud_phoenix.app.metrics import Metrics
-from cloud_phoenix.stack.metricsfold import fold_dead
+from cloud_phoenix.app.metricsfold import fold_dead
 
 directory, count, fold = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "fold"
 for n in range(count):
