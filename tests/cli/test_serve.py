@@ -22,7 +22,8 @@ from cloud_phoenix.exitcodes import CANT_CREATE as EXIT_CANT_CREATE
 from cloud_phoenix.exitcodes import CONFIG as EXIT_CONFIG
 from cloud_phoenix.exitcodes import PORT_TAKEN as EXIT_PORT_TAKEN
 from cloud_phoenix.store import LogQuery, open_store
-from tests.fixtures.server import PhoenixProcess, free_port, start_phoenix
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import PhoenixProcess, start_phoenix
 
 pytestmark = pytest.mark.integration
 

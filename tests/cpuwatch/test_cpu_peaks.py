@@ -31,7 +31,8 @@ from cloud_phoenix.cpuwatch.context import (
 from cloud_phoenix.cpuwatch.decide import CpuPolicy, CpuSample, Notice, started_notice
 from cloud_phoenix.cpuwatch.watch import CpuWatch, HostCpu, ProcessTable
 from cloud_phoenix.journal import AccessRecord, file_name, format_time
-from cloud_phoenix.notify.notifier import Notifier, RetryPolicy
+from cloud_phoenix.notify.channel import RetryPolicy
+from cloud_phoenix.notify.notifier import Notifier
 from cloud_phoenix.store import open_store
 from tests.fixtures.server import PhoenixProcess, start_phoenix
 from tests.fixtures.webhook import Receiver
@@ -340,7 +341,7 @@ def test_the_route_labels_are_the_application_s_route_table(tmp_path: Path) -> N
         routes = list(app_routes(app.routes))
         paths = {getattr(route, "path", None) for route in routes}
         mounts = {route.path for route in routes if isinstance(route, Mount)}
-        assert (paths - mounts, mounts) == (ROUTES, set(MOUNTS))
+        assert (paths - mounts, mounts) == (set(ROUTES), set(MOUNTS))
         assert UNMATCHED not in paths
 
         def matched(path: str) -> bool:

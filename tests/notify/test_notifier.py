@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from cloud_phoenix.cpuwatch.decide import Notice
-from cloud_phoenix.notify.notifier import Notifier, RetryPolicy, safe_url_name
+from cloud_phoenix.notify.channel import RetryPolicy
+from cloud_phoenix.notify.notifier import Notifier, safe_url_name
 from cloud_phoenix.store.base import Event, StoreError, StoreUnavailable
 from tests.fixtures.ports import free_port
 from tests.fixtures.webhook import Receiver

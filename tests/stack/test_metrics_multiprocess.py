@@ -18,7 +18,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.server import free_port, running_stack
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import running_stack
 
 pytestmark = pytest.mark.integration
 
