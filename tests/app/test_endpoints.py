@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cloud_phoenix.app import create_app
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import journal_files
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
+from tests.fixtures.waiting import eventually
 
 
 def make_client(home: Path, **env: str) -> TestClient:
@@ -42,12 +42,8 @@ def journal_lines(home: Path) -> list[dict[str, object]]:
 
 
 def wait_collected(client: TestClient, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if client.app.state.runtime.store.count() >= count:  # type: ignore[attr-defined]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"collector did not reach {count} records")
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    eventually(lambda: store.count() >= count, what=f"{count} records collected")
 
 
 def test_every_request_is_journaled_once_with_its_fields(
