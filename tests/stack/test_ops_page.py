@@ -133,7 +133,7 @@ def test_ops_data_without_a_supervisor_is_the_one_process_and_nulls(
     first = httpx.get(phoenix_server.url + "/ops/data", timeout=5)
     assert first.status_code == 200
     assert first.headers["cache-control"] == "no-store"
-    time.sleep(0.6)  # CPU needs two samples at least half a second apart
+    time.sleep(0.6)  # on purpose: a CPU percent needs two samples half a second apart
     data = httpx.get(phoenix_server.url + "/ops/data", timeout=5).json()
     assert data["supervisor"] == {
         "running": False,
