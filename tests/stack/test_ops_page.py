@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,6 @@ from playwright.sync_api import Browser, Page, expect
 
 from cloud_phoenix.backup.runner import run_backup
 from cloud_phoenix.config import Settings
-from cloud_phoenix.stack.ops import next_backup
 from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
 from tests.fixtures.server import PhoenixProcess, running_stack
 
@@ -220,13 +218,3 @@ def test_ops_data_reads_the_status_and_backups_defensively(
     assert data["restarts"] is None
     (run / "status.json").write_text("{")
     assert httpx.get(phoenix_server.url + "/ops/data", timeout=5).status_code == 200
-
-
-def test_next_backup_is_the_next_local_clock_time_with_its_offset() -> None:
-    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    text = next_backup("03:00", now)
-    assert text is not None
-    moment = datetime.fromisoformat(text)
-    assert now < moment <= now + timedelta(days=1)
-    assert moment.astimezone().strftime("%H:%M") == "03:00"
-    assert next_backup("25:00", now) is None  # never raised into the page
