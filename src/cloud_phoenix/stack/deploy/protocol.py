@@ -99,15 +99,18 @@ def take_requests(run_dir: Path) -> tuple[list[DeployRequest], list[tuple[str, s
     refused: list[tuple[str, str]] = []
     for path in sorted(deploy_dir(run_dir).glob(f"*{REQUEST_SUFFIX}"), key=_mtime):
         request_id = path.name.removesuffix(REQUEST_SUFFIX)
+        unreadable = None
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            data = {"unreadable": str(exc)}
+        except (OSError, ValueError) as exc:  # refused: never a deploy of the defaults
+            data, unreadable = {}, f"unreadable request: {exc}"
         path.unlink(missing_ok=True)
         app = data.get("app", "") if isinstance(data, dict) else None
         timeout = data.get("timeout", 60.0) if isinstance(data, dict) else None
         if _ID.fullmatch(request_id) is None:
             log.warning("deploy request with an invalid id dropped: %r", request_id)
+        elif unreadable is not None:
+            refused.append((request_id, unreadable))
         elif not isinstance(app, str) or len(app) > 300 or app != app.strip():
             refused.append((request_id, f"invalid request: app {app!r}"))
         elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
