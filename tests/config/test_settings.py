@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def test_forwarded_allow_ips() -> None:
 
 README = Path(__file__).parents[2] / "README.md"
 # Defaults the README says in words: what setting the variable to mean would be.
-SPOKEN_DEFAULTS = {
+SPOKEN_DEFAULTS: dict[str, Callable[[], str]] = {
     "CPU count": lambda: str(os.cpu_count() or 1),
     "found on `PATH`": lambda: "",
     "none": lambda: "",

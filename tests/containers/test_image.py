@@ -30,8 +30,8 @@ from tests.fixtures.containers import (
     phoenix_home,
     run_detached,
     server_address,
-    wait_for,
 )
+from tests.fixtures.waiting import eventually
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
@@ -62,10 +62,11 @@ def served(image: BuildResult, docker: DockerCli) -> Iterator[Server]:
         image.tag,
     ).stdout.strip()
     try:
-        wait_for(
+        eventually(
             lambda: inspect(docker, cid, "{{.State.Health.Status}}") == "healthy",
             90,
-            "the container's HEALTHCHECK to pass",
+            what="the container's HEALTHCHECK to pass",
+            interval=0.5,  # each look is a `docker inspect`
         )
         yield Server(cid, host, port)
     finally:
@@ -154,7 +155,7 @@ def test_sigterm_exits_0_with_every_record_collected(
         image.tag,
     )
     base = f"http://{host}:{port}"
-    wait_for(lambda: answers(f"{base}/health"), 60, "phoenix serve to answer")
+    eventually(lambda: answers(f"{base}/health"), 60, what="phoenix serve to answer")
     sent = [f"term-{n}" for n in range(40)]
     with httpx.Client(base_url=base, timeout=10) as client:
         for request_id in sent[:20]:
@@ -163,7 +164,7 @@ def test_sigterm_exits_0_with_every_record_collected(
         def collecting() -> bool:  # the collector child runs (it may start slowly)
             return bool(client.get("/checkdb").json()["records"])
 
-        wait_for(collecting, 60, "the collector to commit its first records")
+        eventually(collecting, 60, what="the collector to commit its first records")
         for request_id in sent[20:]:
             assert client.get("/health", headers={"X-Request-ID": request_id}).is_success
     docker.run("stop", "--time=30", cid, timeout=60)
