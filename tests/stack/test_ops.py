@@ -3,7 +3,6 @@ no server: what a running supervisor wrote, what a dead one left, and nothing at
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cloud_phoenix.stack.ops import collect, next_backup
+from cloud_phoenix.stack.status import Operations, StackStatus, Workers, WorkerState, write_status
+from cloud_phoenix.store import Event
 
 UPDATED = "2025-01-01T00:00:00.000000Z"
 
@@ -20,21 +21,22 @@ UPDATED = "2025-01-01T00:00:00.000000Z"
 def status_file(run: Path, supervisor_pid: int, **fields: Any) -> None:
     """A status file as the supervisor writes it."""
     run.mkdir(parents=True, exist_ok=True)
-    status = {"supervisor_pid": supervisor_pid, "updated": UPDATED, **fields}
-    (run / "status.json").write_text(json.dumps(status))
+    status = StackStatus(supervisor_pid, 8080, UPDATED, updated=UPDATED, **fields)
+    write_status(run, status)
 
 
 def test_a_running_stack_s_sample_comes_from_its_status(tmp_path: Path) -> None:
     status_file(
         tmp_path / "run",
         os.getpid(),  # alive: taken for a running supervisor
-        workers={"desired": 2, "running": 1, "pids": [{"pid": os.getpid(), "uptime_s": 4.2}]},
+        workers=Workers(2, 1, (WorkerState(os.getpid(), 4.2),)),
         rate_rps=12.5,
         restarts=3,
         scale_events=1,
+        operations=Operations(cpu_peaks=1, cpu_in_peak=True),
         events=[
-            {"time": "2025-01-01T00:00:01.000000Z", "kind": "scaled_out", "message": "2 now"},
-            {"time": "2025-01-01T00:00:02.000000Z", "kind": "cpu_peak_started", "message": "hot"},
+            Event("2025-01-01T00:00:01.000000Z", "scaled_out", "2 now"),
+            Event("2025-01-01T00:00:02.000000Z", "cpu_peak_started", "hot"),
         ],
     )
     data = collect(tmp_path / "run", tmp_path / "backups", "03:00", time.monotonic())
