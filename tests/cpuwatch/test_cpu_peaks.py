@@ -371,9 +371,15 @@ def test_a_stack_process_children_are_named_after_it() -> None:
     )
     try:
         me = ("tester", os.getpid())
-        found = helper_children([me])
+        wanted = {("tester: sleep", sleeper.pid), ("tester: key maker", keymaker.pid)}
+
+        def named() -> list[tuple[str, int]] | None:
+            # Until each child has exec'd its program, /proc names it "?".
+            found = helper_children([me])
+            return found if wanted <= set(found) else None
+
+        found = eventually(named, what="both children named")
         assert ("tester: sleep", sleeper.pid) in found
-        assert ("tester: key maker", keymaker.pid) in found
         assert all(pid != sleeper.pid for _, pid in helper_children([me, ("nap", sleeper.pid)]))
         assert helper_children([("gone", 2**22 + 1)]) == []
     finally:

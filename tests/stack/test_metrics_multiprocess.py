@@ -168,7 +168,9 @@ def test_crashes_neither_fill_the_folder_nor_let_a_counter_go_down(tmp_path: Pat
         )
         files = sorted(path.name for path in metrics_dir.iterdir())
         text = httpx.get(stack.url + "/metrics", timeout=10).text
-    assert len(seen) >= 20, f"only {len(seen)} scrapes answered; failures: {failed[:5]}"
+    # The crashes come back to back here (each worker dies as soon as it serves): a scrape
+    # may find every retry's worker dead. Enough of them must still be answered to compare.
+    assert len(seen) >= 10, f"only {len(seen)} scrapes answered; failures: {failed[:5]}"
     drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
     assert not drops, f"phoenix_requests_total went down: {drops[:5]}"
     # counter, histogram and live gauge of each worker, the master's counter, the two
