@@ -115,7 +115,7 @@ class Settings:
     cert_pool_size: int = 4
     cert_concurrency: int = 2
     cert_max_wait: float = 5.0
-    cert_tick: float = 0.001  # seconds; 0: no scheduling tick of the key maker's own
+    cert_tick: float = 0.0  # seconds; 0: no scheduling tick (real-time threads) unless asked
     ready_max_lag: float = 30.0
     collect_batch: int = 500
     collect_interval: float = 0.2
@@ -173,7 +173,7 @@ class Settings:
             cert_pool_size=read.whole("PHOENIX_CERT_POOL", 4, 0, 64),
             cert_concurrency=read.whole("PHOENIX_CERT_CONCURRENCY", os.cpu_count() or 1, 1, 64),
             cert_max_wait=read.number("PHOENIX_CERT_MAX_WAIT", 5.0, 0.001, 300),
-            cert_tick=_cert_tick(read.number("PHOENIX_CERT_TICK_MS", 1.0, 0, 100)),
+            cert_tick=_cert_tick(read.number("PHOENIX_CERT_TICK_MS", 0.0, 0, 100)),
             ready_max_lag=read.number("PHOENIX_READY_MAX_LAG", 30.0, 0.1, 86400),
             collect_batch=read.whole("PHOENIX_COLLECT_BATCH", 500, 1, 10_000),
             collect_interval=read.number("PHOENIX_COLLECT_INTERVAL", 0.2, 0.01, 60),
