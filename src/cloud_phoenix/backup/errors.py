@@ -1,6 +1,6 @@
 """What can go wrong with a backup or a restore, each with the exit code the CLI gives it.
 
-Library code raises these; `cli_backup` turns them into a message and `exc.code`.
+Library code raises these; `cli.backup` turns them into a message and `exc.code`.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def collect(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # Started as a child, it may have held a stop since its start (childproc.stops_held):
+    # Started as a child, it may have held a stop since its start (proc.background.stops_held):
     # the stop reaches `stop` now, and `run` makes its pass before it returns.
     release_stops()
     logging.getLogger(__name__).info("collecting %s into %s", settings.journal_dir, store.backend)

@@ -1,4 +1,4 @@
-"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the edge of `platform.backup`.
+"""`phoenix backup`, `phoenix backups`, `phoenix restore`: the edge of `backup`.
 
 `register(cli)` adds the three commands to the main Typer application. Errors become a
 message on stderr and the error's exit code: 65 corrupt or mismatched backup, 66 no such

@@ -16,7 +16,7 @@ a delta of CPU times gives), so it *covers* the interval from the previous sampl
 - A gap longer than `max_gap`, or a sample whose CPU is not a number, restarts the run in
   progress (a peak already started stays on).
 
-Pure: the shell (`cpuloop`) reads the world, calls `evaluate`, and sends what it returns.
+Pure: the shell (`cpuwatch.watch`) reads the world, calls `evaluate`, and sends what it returns.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The running stack's status, written by the supervisor every second and read by
-`phoenix status`: one JSON file under PHOENIX_HOME/run, replaced atomically."""
+"""The running stack's status, written by the supervisor at each turn of its loop (every
+0.1 s) and read by `phoenix status`: one JSON file under PHOENIX_HOME/run, replaced atomically."""
 
 from __future__ import annotations
 
