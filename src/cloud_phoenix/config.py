@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+COLLECTOR_LOGS = ("file", "stderr")
 # What gunicorn's workers serve: the application with the stack's parts plugged in.
 WORKER_APP = "cloud_phoenix.stack.workerapp:from_environment()"
 # An instance's name, as the journal's file names and record positions carry it (the journal
@@ -233,6 +234,9 @@ class Settings:
     db_url: str = ""  # from_env: a SQLite file under `home` when DB_CONNECTION_STRING is unset
     log_level: str = "info"
     access_log_stdout: bool = True
+    # Where `phoenix up` sends its collector's log: a file in `home` (kept with backups),
+    # or the supervisor's stderr, where a container's log driver reads it.
+    collector_log: str = "file"
     cert_pool_size: int = 4
     cert_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     cert_max_wait: float = 5.0
@@ -286,6 +290,9 @@ class Settings:
             db_url=db_url,
             log_level=read.choice("PHOENIX_LOG_LEVEL", default.log_level, LOG_LEVELS),
             access_log_stdout=read.flag("PHOENIX_ACCESS_LOG", default.access_log_stdout),
+            collector_log=read.choice(
+                "PHOENIX_COLLECTOR_LOG", default.collector_log, COLLECTOR_LOGS
+            ),
             cert_pool_size=read.whole("PHOENIX_CERT_POOL", default.cert_pool_size, 0, 64),
             cert_concurrency=read.whole(
                 "PHOENIX_CERT_CONCURRENCY", default.cert_concurrency, 1, 64

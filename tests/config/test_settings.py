@@ -53,6 +53,7 @@ def test_db_connection_string_is_taken_as_given() -> None:
         ("PHOENIX_ACCESS_LOG", "maybe", "true or false"),
         ("PHOENIX_SCALE_RPS", "fast", "a number"),
         ("PHOENIX_LOG_LEVEL", "loud", "PHOENIX_LOG_LEVEL"),
+        ("PHOENIX_COLLECTOR_LOG", "journal", "expected one of file, stderr"),
         ("DB_CONNECTION_STRING", "just-a-name", "must be a URL"),
     ],
 )

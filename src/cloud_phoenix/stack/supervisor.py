@@ -118,7 +118,9 @@ class Supervisor:
             self.store = self.events.store = open_store(s.db_url)
         self.env = child_env(s, self.metrics_dir)
         specs = [
-            collector_spec(self.env, s.logs_dir / "collector.log"),
+            collector_spec(
+                self.env, None if s.collector_log == "stderr" else s.logs_dir / "collector.log"
+            ),
             self._gunicorn_spec(),
             haproxy_spec(
                 s, self.env, haproxy_bin, self.edge.config_path, self.edge.public.fileno()
