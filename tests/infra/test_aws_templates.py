@@ -1,5 +1,6 @@
-"""The AWS deployment (deploy/aws): cfn-lint and checkov on the CloudFormation templates,
-offline, then issue 5's figures read out of the templates, and shellcheck on the buildspec."""
+"""The AWS deployment (deploy/aws): cfn-lint and checkov on the CloudFormation template,
+offline, then what the template promises read out of it (issue 5's figures, issue 14's one
+command, deploy path, alarms and scaling), and shellcheck on the buildspec."""
 
 from __future__ import annotations
 
@@ -13,24 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.app.routes import CRASH_EXIT_CODE
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import running_stack
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS = ROOT / "deploy" / "aws"
 TOOLS = ROOT / ".venv-tools" / "bin"
-TEMPLATES = ("network.yaml", "registry.yaml", "database.yaml", "app.yaml", "pipeline.yaml")
+# One template, one stack: `aws cloudformation deploy` creates everything.
+TEMPLATE = "phoenix.yaml"
+TEMPLATES = (TEMPLATE,)
 BUILDSPEC = AWS / "buildspec.yml"
-# The stack-name parameters and the template each one names (its default is that stack).
-STACK_PARAMETERS = {
-    "NetworkStack": "network.yaml",
-    "RegistryStack": "registry.yaml",
-    "DatabaseStack": "database.yaml",
-    "AppStack": "app.yaml",
-}
+README = AWS / "README.md"
+DEPLOY_WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
 HOME = "/var/lib/phoenix"
 
 # The validators must work without a network: every attempt goes to a closed local port.
@@ -85,8 +87,14 @@ def decode(paths: list[Path]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stacks() -> dict[str, Any]:
-    """Every template, and the buildspec, by file name."""
+    """The template and the buildspec, by file name."""
     return decode([*(AWS / name for name in TEMPLATES), BUILDSPEC])
+
+
+@pytest.fixture(scope="module")
+def template(stacks: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = stacks[TEMPLATE]
+    return found
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -102,6 +110,12 @@ def the(template: dict[str, Any], kind: str) -> dict[str, Any]:
     [resource] = resources(template, kind).values()
     properties: dict[str, Any] = resource["Properties"]
     return properties
+
+
+def properties(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """The properties of the resource of this name."""
+    found: dict[str, Any] = template["Resources"][name]["Properties"]
+    return found
 
 
 def walk(node: Any) -> Iterator[Any]:
@@ -194,7 +208,7 @@ def test_every_suppression_gives_its_reason_and_is_still_needed(
 
 
 def test_the_vpc_spans_two_zones_public_and_private(stacks: dict[str, Any]) -> None:
-    network = stacks["network.yaml"]
+    network = stacks[TEMPLATE]
     subnets = resources(network, "AWS::EC2::Subnet")
     zones = {
         name: s["Properties"]["AvailabilityZone"]["Fn::Select"][0] for name, s in subnets.items()
@@ -212,28 +226,105 @@ def test_the_vpc_spans_two_zones_public_and_private(stacks: dict[str, Any]) -> N
     assert the(network, "AWS::EC2::FlowLog")["TrafficType"] == "ALL"
 
 
-def test_imports_match_the_exports_of_the_stack_they_name(stacks: dict[str, Any]) -> None:
-    """cfn-lint sees one template at a time; a misspelt export would only fail on deploy."""
-    exports = {
-        name: {
-            o["Export"]["Name"]["Fn::Sub"].removeprefix("${AWS::StackName}-")
-            for o in stacks[name].get("Outputs", {}).values()
-            if "Export" in o
-        }
-        for name in TEMPLATES
+def references(node: Any, names: set[str]) -> set[str]:
+    """The names among `names` that a template node refers to: Ref, Fn::GetAtt, the ${...}
+    of Fn::Sub. Both branches of an Fn::If count, as CloudFormation waits on either."""
+    found = set()
+    for child in walk(node):
+        if not isinstance(child, dict):
+            continue
+        if isinstance(child.get("Ref"), str):
+            found.add(child["Ref"])
+        attribute = child.get("Fn::GetAtt")
+        if attribute is not None:
+            found.add(attribute[0] if isinstance(attribute, list) else attribute.split(".")[0])
+        sub = child.get("Fn::Sub")
+        if sub is not None:
+            text = sub if isinstance(sub, str) else sub[0]
+            found.update(re.findall(r"\$\{([A-Za-z0-9]+)", text))
+    return found & names
+
+
+def waits_for(template: dict[str, Any], name: str) -> set[str]:
+    """Every resource that CloudFormation makes before `name`: its DependsOn and its
+    references (Metadata included), followed to the end."""
+    resources_ = template["Resources"]
+    names = set(resources_)
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        resource = resources_[todo.pop()]
+        depends = resource.get("DependsOn", [])
+        direct = ({depends} if isinstance(depends, str) else set(depends)) | references(
+            resource, names
+        )
+        for other in direct - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+def test_one_stack_with_no_imports_and_nothing_waiting_for_itself(
+    template: dict[str, Any],
+) -> None:
+    """One template: no Fn::ImportValue, no stack-name parameters, no cycle (cfn-lint checks
+    every reference; a cycle through the first image would only show on deploy)."""
+    keys = {k for node in walk(template) if isinstance(node, dict) for k in node}
+    assert "Fn::ImportValue" not in keys
+    assert not [o for o in template["Outputs"].values() if "Export" in o]
+    assert not {p for p in template["Parameters"] if p.endswith("Stack")}
+    for name in template["Resources"]:
+        assert name not in waits_for(template, name), f"{name} waits for itself"
+
+
+def test_the_pipeline_can_run_before_the_service_exists(template: dict[str, Any]) -> None:
+    """The service waits for the first image, which the pipeline's first build makes: the
+    pipeline and its build must not wait for the service (they name it instead)."""
+    service_side = {"Service", "FirstImage", "ServiceCanStart", "ScalableTarget"}
+    for name in ("Pipeline", "BuildProject", "PipelineRole", "BuildRole"):
+        assert not waits_for(template, name) & service_side, name
+    assert properties(template, "Cluster")["ClusterName"] == {"Ref": "AWS::StackName"}
+    assert properties(template, "Service")["ServiceName"] == {"Ref": "AWS::StackName"}
+    [deploy] = properties(template, "Pipeline")["Stages"][2]["Actions"]
+    assert deploy["Configuration"]["ClusterName"] == {"Ref": "AWS::StackName"}
+    assert deploy["Configuration"]["ServiceName"] == {"Ref": "AWS::StackName"}
+
+
+def test_the_service_waits_for_the_pipelines_first_image(template: dict[str, Any]) -> None:
+    """Created without an ImageTag, the stack waits for the first build's signal, and the
+    task runs the tag that build adds, which the registry keeps."""
+    resources_ = template["Resources"]
+    assert resources_["FirstImage"]["Type"] == "AWS::CloudFormation::WaitCondition"
+    assert resources_["FirstImage"]["Condition"] == "WaitsForFirstImage"
+    assert "FirstImage" in waits_for(template, "Service")
+    waiting = template["Conditions"]["WaitsForFirstImage"]["Fn::And"]
+    assert {"Condition": "DeploysWithPipeline"} in waiting
+    build_env = {
+        v["Name"]: v["Value"]
+        for v in properties(template, "BuildProject")["Environment"]["EnvironmentVariables"]
     }
-    imports = 0
-    for name in TEMPLATES:
-        template = stacks[name]
-        for node in walk(template["Resources"]):
-            if isinstance(node, dict) and "Fn::ImportValue" in node:
-                stack, export = node["Fn::ImportValue"]["Fn::Sub"].split("-", 1)
-                parameter = stack.removeprefix("${").removesuffix("}")
-                target = STACK_PARAMETERS[parameter]
-                assert template["Parameters"][parameter]["Default"] == "phoenix-" + target[:-5]
-                assert export in exports[target], f"{name}: {target} exports no {export}"
-                imports += 1
-    assert imports > 10
+    assert build_env["FIRST_IMAGE_SIGNAL_URL"] == {
+        "Fn::If": ["WaitsForFirstImage", {"Ref": "FirstImageHandle"}, ""]
+    }
+    image = containers({TEMPLATE: template})["app"]["Image"]["Fn::Sub"]
+    tag = image[1]["Tag"]["Fn::If"]
+    assert tag[:2] == ["HasImageTag", {"Ref": "ImageTag"}]
+    assert tag[2] == build_env["FIRST_IMAGE_TAG"]
+    rules = json.loads(
+        properties(template, "Repository")["LifecyclePolicy"]["LifecyclePolicyText"][
+            "Fn::Sub"
+        ].replace("${KeepImages}", "30")
+    )["rules"]
+    keeps = [r for r in rules if r["selection"].get("tagPrefixList") == [tag[2]]]
+    assert keeps and keeps[0]["selection"]["countNumber"] == 1
+    assert keeps[0]["rulePriority"] < rules[-1]["rulePriority"]
+
+
+def test_the_first_build_signals_and_waits_for_the_service(stacks: dict[str, Any]) -> None:
+    post_build = "\n".join(stacks["buildspec.yml"]["phases"]["post_build"]["commands"])
+    assert '"$FIRST_IMAGE_SIGNAL_URL"' in post_build
+    assert "aws ecs wait services-stable" in post_build
+    assert post_build.index("docker push") < post_build.index("FIRST_IMAGE_SIGNAL_URL")
 
 
 # ------------------------------------------------------------------------ edge and service
@@ -242,7 +333,7 @@ def test_imports_match_the_exports_of_the_stack_they_name(stacks: dict[str, Any]
 def test_the_alb_checks_health_every_10_s_and_drops_a_target_after_2_failures(
     stacks: dict[str, Any],
 ) -> None:
-    group = the(stacks["app.yaml"], "AWS::ElasticLoadBalancingV2::TargetGroup")
+    group = the(stacks[TEMPLATE], "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health"
     assert group["HealthCheckIntervalSeconds"] == 10
     assert group["UnhealthyThresholdCount"] == 2
@@ -251,7 +342,7 @@ def test_the_alb_checks_health_every_10_s_and_drops_a_target_after_2_failures(
 
 
 def test_https_only_with_a_certificate_and_then_http_redirects(stacks: dict[str, Any]) -> None:
-    app = stacks["app.yaml"]
+    app = stacks[TEMPLATE]
     listeners = resources(app, "AWS::ElasticLoadBalancingV2::Listener")
     https = listeners["HttpsListener"]
     assert https["Condition"] == "HasCertificate"
@@ -269,7 +360,7 @@ def test_https_only_with_a_certificate_and_then_http_redirects(stacks: dict[str,
 
 
 def test_the_alb_log_writers_cover_the_same_regions(stacks: dict[str, Any]) -> None:
-    app = stacks["app.yaml"]
+    app = stacks[TEMPLATE]
     listed = {
         equals["Fn::Equals"][1]
         for group in app["Conditions"]["ElbLogAccountRegion"]["Fn::Or"]
@@ -280,7 +371,7 @@ def test_the_alb_log_writers_cover_the_same_regions(stacks: dict[str, Any]) -> N
 
 
 def test_the_service_rolls_back_a_failing_deployment(stacks: dict[str, Any]) -> None:
-    service = the(stacks["app.yaml"], "AWS::ECS::Service")
+    service = the(stacks[TEMPLATE], "AWS::ECS::Service")
     deployment = service["DeploymentConfiguration"]
     assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert deployment["MinimumHealthyPercent"] == 100
@@ -294,11 +385,11 @@ def test_the_service_rolls_back_a_failing_deployment(stacks: dict[str, Any]) -> 
 def test_scaling_keeps_2_to_10_tasks_at_600_requests_a_minute_each(
     stacks: dict[str, Any],
 ) -> None:
-    app = stacks["app.yaml"]
+    app = stacks[TEMPLATE]
     target = the(app, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 10)
     assert target["ResourceId"] == {"Fn::Sub": "service/${Cluster}/${Service.Name}"}
-    policy = the(app, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    policy = properties(app, "RequestCountScaling")
     assert policy["PolicyType"] == "TargetTrackingScaling"
     tracking = policy["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["TargetValue"] == 600  # 10 requests per second per task
@@ -310,8 +401,8 @@ def test_scaling_keeps_2_to_10_tasks_at_600_requests_a_minute_each(
 
 
 def test_cpu_over_80_for_a_minute_mails_the_alarm_topic(stacks: dict[str, Any]) -> None:
-    app = stacks["app.yaml"]
-    alarm = the(app, "AWS::CloudWatch::Alarm")
+    app = stacks[TEMPLATE]
+    alarm = properties(app, "CpuAlarm")
     assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/ECS", "CPUUtilization")
     assert alarm["Threshold"] == 80
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
@@ -326,12 +417,12 @@ def test_cpu_over_80_for_a_minute_mails_the_alarm_topic(stacks: dict[str, Any]) 
 
 
 def containers(stacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    task = the(stacks["app.yaml"], "AWS::ECS::TaskDefinition")
+    task = the(stacks[TEMPLATE], "AWS::ECS::TaskDefinition")
     return {c["Name"]: c for c in task["ContainerDefinitions"]}
 
 
 def test_one_container_runs_phoenix_up_on_the_journal_volume(stacks: dict[str, Any]) -> None:
-    task = the(stacks["app.yaml"], "AWS::ECS::TaskDefinition")
+    task = the(stacks[TEMPLATE], "AWS::ECS::TaskDefinition")
     [volume] = task["Volumes"]
     by_name = containers(stacks)
     # `phoenix up` collects its own journal: no collector container beside it.
@@ -347,9 +438,7 @@ def test_one_container_runs_phoenix_up_on_the_journal_volume(stacks: dict[str, A
         assert container["ReadonlyRootFilesystem"] is True
         [secret] = container["Secrets"]
         assert secret["Name"] == "DB_CONNECTION_STRING"
-        assert secret["ValueFrom"] == {
-            "Fn::ImportValue": {"Fn::Sub": "${DatabaseStack}-ConnectionSecretArn"}
-        }
+        assert secret["ValueFrom"] == {"Ref": "ConnectionSecret"}
     assert by_name["app"]["Command"] == ["up"]
 
 
@@ -394,7 +483,7 @@ def test_every_log_group_keeps_7_days_encrypted(stacks: dict[str, Any]) -> None:
         assert group["RetentionInDays"] == 7, key
         assert "KmsKeyId" in group, key
     # The containers log into those groups, not into ones that ECS would create unbounded.
-    app_groups = resources(stacks["app.yaml"], "AWS::Logs::LogGroup")
+    app_groups = resources(stacks[TEMPLATE], "AWS::Logs::LogGroup")
     for container in containers(stacks).values():
         assert container["LogConfiguration"]["Options"]["awslogs-group"]["Ref"] in app_groups
 
@@ -403,7 +492,7 @@ def test_every_log_group_keeps_7_days_encrypted(stacks: dict[str, Any]) -> None:
 
 
 def test_documentdb_is_encrypted_tls_only_and_backed_up_7_days(stacks: dict[str, Any]) -> None:
-    database = stacks["database.yaml"]
+    database = stacks[TEMPLATE]
     [cluster] = resources(database, "AWS::DocDB::DBCluster").values()
     assert cluster["Condition"] == "UseDocumentDb"
     properties = cluster["Properties"]
@@ -411,14 +500,14 @@ def test_documentdb_is_encrypted_tls_only_and_backed_up_7_days(stacks: dict[str,
     assert properties["BackupRetentionPeriod"] == 7
     assert the(database, "AWS::DocDB::DBClusterParameterGroup")["Parameters"]["tls"] == "enabled"
     subnets = the(database, "AWS::DocDB::DBSubnetGroup")["SubnetIds"]
-    assert "${NetworkStack}-PrivateSubnets" in json.dumps(subnets)
+    assert subnets == [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}]
     assert len(resources(database, "AWS::DocDB::DBInstance")) == 2
 
 
 def test_the_connection_string_secret_is_documentdb_or_the_external_uri(
     stacks: dict[str, Any],
 ) -> None:
-    database = stacks["database.yaml"]
+    database = stacks[TEMPLATE]
     assert database["Parameters"]["ExternalMongoUri"]["NoEcho"] is True
     assert database["Conditions"]["UseDocumentDb"] == {
         "Fn::Equals": [{"Ref": "ExternalMongoUri"}, ""]
@@ -437,18 +526,18 @@ def test_the_connection_string_secret_is_documentdb_or_the_external_uri(
 
 
 def test_aws_backup_keeps_daily_recovery_points_7_days(stacks: dict[str, Any]) -> None:
-    database = stacks["database.yaml"]
+    database = stacks[TEMPLATE]
     [rule] = the(database, "AWS::Backup::BackupPlan")["BackupPlan"]["BackupPlanRule"]
     assert rule["Lifecycle"] == {"DeleteAfterDays": 7}
     assert rule["ScheduleExpression"].startswith("cron(")
     selection = the(database, "AWS::Backup::BackupSelection")["BackupSelection"]
     [cluster_arn] = selection["Resources"]
-    assert cluster_arn["Fn::Sub"].endswith(":cluster:${Cluster}")
+    assert cluster_arn["Fn::Sub"].endswith(":cluster:${DocumentDbCluster}")
     assert "EncryptionKeyArn" in the(database, "AWS::Backup::BackupVault")
 
 
 def test_the_registry_scans_on_push_and_never_retags(stacks: dict[str, Any]) -> None:
-    registry = stacks["registry.yaml"]
+    registry = stacks[TEMPLATE]
     repository = the(registry, "AWS::ECR::Repository")
     assert repository["ImageScanningConfiguration"] == {"ScanOnPush": True}
     assert repository["ImageTagMutability"] == "IMMUTABLE"
@@ -471,6 +560,8 @@ def test_a_wildcard_resource_only_for_actions_that_have_no_resource(
         "ecs:RegisterTaskDefinition",
         "ecs:DescribeTasks",  # conditioned on the cluster
         "ecs:ListTasks",
+        "ecr-public:GetAuthorizationToken",  # the base image's registry, logged in
+        "sts:GetServiceBearerToken",
     }
     for name in TEMPLATES:
         for role_name, role in resources(stacks[name], "AWS::IAM::Role").items():
@@ -489,7 +580,7 @@ def test_a_wildcard_resource_only_for_actions_that_have_no_resource(
 def test_the_pipeline_builds_with_the_buildspec_and_deploys_to_ecs(
     stacks: dict[str, Any],
 ) -> None:
-    pipeline = stacks["pipeline.yaml"]
+    pipeline = stacks[TEMPLATE]
     stages = the(pipeline, "AWS::CodePipeline::Pipeline")["Stages"]
     providers = [
         (stage["Name"], action["ActionTypeId"]["Provider"])
@@ -510,7 +601,7 @@ def test_the_pipeline_builds_with_the_buildspec_and_deploys_to_ecs(
     assert stages[2]["Actions"][0]["Configuration"]["FileName"] == "imagedefinitions.json"
     project = the(pipeline, "AWS::CodeBuild::Project")
     assert (ROOT / project["Source"]["BuildSpec"]) == BUILDSPEC
-    bucket = the(pipeline, "AWS::S3::Bucket")
+    bucket = properties(pipeline, "ArtifactBucket")
     [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
@@ -540,3 +631,158 @@ def test_the_buildspec_logs_in_builds_pushes_and_names_both_containers(
     script.write_text("#!/bin/bash\n" + "\n".join(joined.values()) + "\n")
     result = run([tool("shellcheck"), script])
     assert result.returncode == 0, result.stdout
+
+
+def test_the_build_pulls_the_dockerfiles_base_from_the_public_ecr_mirror(
+    stacks: dict[str, Any],
+) -> None:
+    """Docker Hub limits anonymous pulls per address, and CodeBuild's are shared: the base
+    comes from the public ECR gallery's copy, derived from the Dockerfile's own default."""
+    spec = stacks["buildspec.yml"]
+    mirror = spec["env"]["variables"]["BASE_MIRROR"]
+    assert mirror == "public.ecr.aws/docker/library"
+    [derive] = [c for c in spec["phases"]["pre_build"]["commands"] if c.startswith("BASE_IMAGE=")]
+    result = subprocess.run(
+        ["bash", "-c", f'{derive}\nprintf %s "$BASE_IMAGE"'],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**OFFLINE, "BASE_MIRROR": mirror, "DOCKERFILE": "Dockerfile"},
+    )
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert default
+    assert result.stdout == f"{mirror}/{default[1]}"
+    build = "\n".join(spec["phases"]["build"]["commands"])
+    assert '--build-arg "BASE_IMAGE=$BASE_IMAGE"' in build
+    assert "docker login" in "\n".join(spec["phases"]["pre_build"]["commands"])
+
+
+# ------------------------------------------------------------------------ issue 14
+
+
+def test_the_service_waits_for_the_https_listener_too(template: dict[str, Any]) -> None:
+    """With a certificate the HTTP listener only redirects: the HTTPS listener is what puts
+    the target group on the ALB, and ECS refuses a target group that is on none."""
+    waited = waits_for(template, "Service")
+    assert {"HttpListener", "HttpsListener", "TargetGroup"} <= waited
+    # The HTTPS listener may not exist: a DependsOn naming it would fail without one.
+    depends = template["Resources"]["Service"]["DependsOn"]
+    assert "HttpsListener" not in ([depends] if isinstance(depends, str) else depends)
+
+
+def test_one_deploy_path_chosen_by_a_parameter(template: dict[str, Any]) -> None:
+    """DeployWith=pipeline (the default) makes the pipeline; github-actions makes none of it,
+    and the Deploy workflow refuses a stack whose DeployWith output is not github-actions."""
+    parameter = template["Parameters"]["DeployWith"]
+    assert parameter["AllowedValues"] == ["pipeline", "github-actions"]
+    assert parameter["Default"] == "pipeline"
+    assert template["Conditions"]["DeploysWithPipeline"] == {
+        "Fn::Equals": [{"Ref": "DeployWith"}, "pipeline"]
+    }
+    delivery = {
+        "AWS::CodePipeline::Pipeline",
+        "AWS::CodeBuild::Project",
+        "AWS::CloudFormation::WaitCondition",
+    }
+    resources_ = template["Resources"]
+    pipeline_side = {n for n, r in resources_.items() if r["Type"] in delivery}
+    for name in list(pipeline_side):
+        pipeline_side |= {
+            other
+            for other in waits_for(template, name)
+            if resources_[other].get("Condition") in ("DeploysWithPipeline", "WaitsForFirstImage")
+        }
+    for name in pipeline_side:
+        assert resources_[name].get("Condition") in ("DeploysWithPipeline", "WaitsForFirstImage")
+    assert template["Outputs"]["DeployWith"]["Value"] == {"Ref": "DeployWith"}
+
+    workflow = yaml.safe_load(DEPLOY_WORKFLOW.read_text())
+    for name, job in workflow["jobs"].items():
+        steps = [s.get("name", "") for s in job["steps"]]
+        guard = steps.index("ECS - the stack deploys with GitHub Actions, and what it names")
+        assert guard < steps.index("ECS - copy the image to ECR under the same tag"), name
+        run_ = job["steps"][guard]["run"]
+        assert "output DeployWith" in run_ and "!= github-actions ]" in run_, name
+        assert "exit 1" in run_, name
+
+
+def test_a_collector_outage_alarms_to_the_topic(template: dict[str, Any]) -> None:
+    """The ALB checks /health, which a store outage does not fail: the collector's line
+    about it, on the container's log, is counted and alarms."""
+    metric_filter = properties(template, "CollectorOutageFilter")
+    assert metric_filter["LogGroupName"] == {"Ref": "AppLogGroup"}
+    [metric] = metric_filter["MetricTransformations"]
+    alarm = properties(template, "CollectorOutageAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        metric["MetricNamespace"],
+        metric["MetricName"],
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["Threshold"]) == (60, 1, 1)
+    env = {e["Name"]: e["Value"] for e in containers({TEMPLATE: template})["app"]["Environment"]}
+    assert env["PHOENIX_COLLECTOR_LOG"] == "stderr"
+
+
+def test_the_collector_outage_line_reaches_the_containers_log(
+    template: dict[str, Any], tmp_path: Path
+) -> None:
+    """`phoenix up` as the task runs it, its store unreachable: the supervisor's output (what
+    awslogs sends) carries the phrase the metric filter counts."""
+    pattern = properties(template, "CollectorOutageFilter")["FilterPattern"]
+    phrase = json.loads(pattern)  # a quoted term: the line contains exactly this
+    env = {e["Name"]: e["Value"] for e in containers({TEMPLATE: template})["app"]["Environment"]}
+    closed = f"postgresql://phoenix:secret@127.0.0.1:{free_port()}/phoenix?connect_timeout=1"
+    with running_stack(
+        tmp_path / "home",
+        DB_CONNECTION_STRING=closed,
+        PHOENIX_COLLECTOR_LOG=env["PHOENIX_COLLECTOR_LOG"],
+        PHOENIX_READY_MAX_LAG="3600",
+    ) as stack:
+        eventually(
+            lambda: phrase in stack.output.read_text(errors="replace"),
+            60,
+            what=f"{phrase!r} on the stack's output",
+            interval=0.2,
+        )
+
+
+def test_a_request_surge_adds_tasks_after_one_minute_not_three(
+    template: dict[str, Any],
+) -> None:
+    """Target tracking waits for 3 one-minute points; the step policy acts on the first
+    minute at 1.5 times the target."""
+    tracking = properties(template, "RequestCountScaling")
+    target = tracking["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+    step = properties(template, "RequestSurgeScaling")
+    assert step["PolicyType"] == "StepScaling"
+    assert step["ScalingTargetId"] == {"Ref": "ScalableTarget"}
+    config = step["StepScalingPolicyConfiguration"]
+    assert config["AdjustmentType"] == "PercentChangeInCapacity"
+    assert all(a["ScalingAdjustment"] > 0 for a in config["StepAdjustments"])
+    alarm = properties(template, "RequestSurgeAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        "AWS/ApplicationELB",
+        "RequestCountPerTarget",
+    )
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["Statistic"]) == (60, 1, "Sum")
+    assert target < alarm["Threshold"] <= 2 * target
+    assert alarm["AlarmActions"] == [{"Ref": "RequestSurgeScaling"}]
+
+
+def test_the_readme_deploys_the_one_template_with_every_required_parameter(
+    template: dict[str, Any],
+) -> None:
+    """One `aws cloudformation deploy`, naming each parameter that has no default."""
+    text = README.read_text()
+    commands = re.findall(r"^aws cloudformation deploy (?:.*\\\n)*.*", text, re.MULTILINE)
+    assert commands, "the README shows no deploy command"
+    first = commands[0]
+    assert f"deploy/aws/{TEMPLATE}" in first
+    required = {n for n, p in template["Parameters"].items() if "Default" not in p}
+    # With the pipeline (the default), its rule needs the connection and the repository.
+    required |= {"ConnectionArn", "FullRepositoryId"}
+    assert {n for n in required if f"{n}=" not in first} == set()
+    for gone in ("network.yaml", "registry.yaml", "database.yaml", "app.yaml", "pipeline.yaml"):
+        assert gone not in text
+    assert "docker push" not in text, "the pipeline builds the first image"

@@ -348,7 +348,7 @@ def test_deploy_names_what_deploy_kubernetes_defines() -> None:
 
 
 def test_deploy_updates_a_stack_that_takes_the_image_tag() -> None:
-    template = ROOT / load(DEPLOY)["env"]["AWS_APP_TEMPLATE"]
+    template = ROOT / load(DEPLOY)["env"]["AWS_TEMPLATE"]
     if not template.is_file():
         pytest.skip(f"{template.relative_to(ROOT)} (the ECS application stack) is not there yet")
     # CloudFormation's short forms (!Ref, !Sub ...) are tags PyYAML's safe loader refuses.
