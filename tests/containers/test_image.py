@@ -42,7 +42,7 @@ from tests.fixtures.waiting import eventually
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
 CA_PATH = "/etc/ssl/certs/rds-global-bundle.pem"
-# What the templates in deploy/aws hand a task for DocumentDB (database.yaml), password aside.
+# What deploy/aws/phoenix.yaml hands a task for DocumentDB (ConnectionSecret), password aside.
 DOCUMENTDB_URL = (
     "mongodb://phoenix:hunter2@docdb.cluster.example:27017/phoenix?tls=true"
     f"&tlsCAFile={CA_PATH}&replicaSet=rs0&readPreference=primary&retryWrites=false"
