@@ -41,7 +41,7 @@ def open_edge(settings: Settings, haproxy_bin: str) -> Edge:
     backend = listen("127.0.0.1", 0, "workers")
     config = haproxy.EdgeConfig(
         edge_fd=public.fileno(),
-        backend=f"127.0.0.1:{backend.getsockname()[1]}",
+        servers=(f"127.0.0.1:{backend.getsockname()[1]}",),
         stats_socket=settings.run_dir.resolve() / "haproxy.sock",
         hard_stop_after=f"{settings.graceful_timeout:g}s",
         served_by=f"phoenix-edge-{os.getpid()}",
