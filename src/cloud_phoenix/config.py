@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,15 @@ from pathlib import Path
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # What gunicorn's workers serve: the application with the stack's parts plugged in.
 WORKER_APP = "cloud_phoenix.stack.workerapp:from_environment()"
+# An instance's name, as the journal's file names and record positions carry it (the journal
+# builds its patterns from these).
+INSTANCE_MAX = 63  # characters of an instance name
+INSTANCE_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{INSTANCE_MAX - 1}}}"
+# PHOENIX_INSTANCE=volume: the id made once and kept in PHOENIX_HOME, under this name.
+INSTANCE_FILE = "instance-id"
+BACKUP_OFF = "off"  # PHOENIX_BACKUP_AT: no daily backup inside `phoenix up`
+# A secret file holds one URL; anything much longer is not one.
+_SECRET_MAX_BYTES = 65536
 
 
 class ConfigError(ValueError):
@@ -67,17 +77,119 @@ class _Reader:
         return raw
 
 
-def _instance(raw: str) -> str:
-    """PHOENIX_INSTANCE: empty (one host), `hostname` (the pod's or task's), or a name."""
-    name = socket.gethostname() if raw.strip().lower() == "hostname" else raw.strip()
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", name).strip("-_")[:63]
+def _instance(raw: str, home: Path) -> str:
+    """PHOENIX_INSTANCE: empty (one host), `hostname` (the pod's or task's), `volume` (an id
+    kept in PHOENIX_HOME), or a name."""
+    keyword = raw.strip().lower()
+    if keyword == "volume":
+        return volume_instance(home)
+    name = socket.gethostname() if keyword == "hostname" else raw.strip()
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", name).strip("-_")[:INSTANCE_MAX]
     if raw.strip() and not name:
         raise ConfigError(f"PHOENIX_INSTANCE={raw!r} is not valid: letters, digits, '-', '_'")
     return name
 
 
+def volume_instance(home: Path) -> str:
+    """The instance id kept in `home`/instance-id, made at random by the first call.
+
+    Kept with the journal it names, so a replica that inherits the volume keeps the id and
+    no other replica can ever take it (an address or a task slot can be reused). Made
+    atomically: a complete file is linked into place, so processes starting at once agree.
+    """
+    path = home / INSTANCE_FILE
+    try:
+        with open(path, "rb") as held:
+            text = held.read(INSTANCE_MAX + 2)
+    except FileNotFoundError:
+        return _make_instance_file(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"PHOENIX_INSTANCE=volume: cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    name = text.decode("ascii", errors="replace").strip()
+    if not re.fullmatch(INSTANCE_PATTERN, name):  # the file's text is not shown: any bytes
+        raise ConfigError(
+            f"PHOENIX_INSTANCE=volume: {path} is damaged: it holds no instance id (1 to "
+            f"{INSTANCE_MAX} letters, digits, '-' or '_'); put back the id it held (this "
+            "instance's journal files are named after it), or remove the file to make a new id"
+        )
+    return name
+
+
+def _make_instance_file(path: Path) -> str:
+    name = secrets.token_hex(8)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, f"{name}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(scratch, path)  # never replaces: of two at once, the first one wins
+        except FileExistsError:
+            return volume_instance(path.parent)
+        finally:
+            scratch.unlink()
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the id must outlive a power cut once it has named a record
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise ConfigError(
+            f"PHOENIX_INSTANCE=volume keeps the instance id in {path}, which cannot be "
+            f"written ({exc.strerror or exc}): set PHOENIX_HOME to a folder this user can write"
+        ) from None
+    return name
+
+
+def _database_url(environ: Mapping[str, str], home: Path) -> str:
+    """DB_CONNECTION_STRING, or the URL in the file DB_CONNECTION_STRING_FILE names (a
+    Docker or Kubernetes secret); neither: SQLite under `home`. No message quotes the URL."""
+    url = environ.get("DB_CONNECTION_STRING") or ""
+    secret_file = (environ.get("DB_CONNECTION_STRING_FILE") or "").strip()
+    must = "DB_CONNECTION_STRING must be"
+    if url.strip() and secret_file:
+        raise ConfigError(
+            "DB_CONNECTION_STRING and DB_CONNECTION_STRING_FILE are both set: set only one "
+            "(the file is for a secret the orchestrator mounts)"
+        )
+    if secret_file:
+        url = _read_secret(secret_file)
+        must = f"DB_CONNECTION_STRING_FILE={secret_file!r} must hold"
+    if not url:
+        return f"sqlite:///{(home / 'db' / 'phoenix.sqlite3').as_posix()}"
+    if "://" not in url:
+        raise ConfigError(f"{must} a URL: sqlite:///path, postgresql://... or mongodb://...")
+    return url
+
+
+def _read_secret(path: str) -> str:
+    name = f"DB_CONNECTION_STRING_FILE={path!r}"
+    try:
+        with open(path, "rb") as held:
+            data = held.read(_SECRET_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > _SECRET_MAX_BYTES:
+        raise ConfigError(f"{name} is over {_SECRET_MAX_BYTES} bytes: it holds no one URL")
+    try:
+        url = data.decode("utf-8").strip()  # a secret file usually ends in a line end
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name} is not UTF-8 text") from None
+    if not url:
+        raise ConfigError(f"{name} is empty: it should hold the database URL")
+    return url
+
+
 def _clock_time(raw: str) -> str:
-    """HH:MM, 24-hour clock."""
+    """HH:MM, 24-hour clock, or `off`."""
+    if raw.strip().lower() == BACKUP_OFF:
+        return BACKUP_OFF
     hours, sep, minutes = raw.strip().partition(":")
     if not (
         sep
@@ -87,7 +199,9 @@ def _clock_time(raw: str) -> str:
         and 0 <= int(hours) <= 23
         and 0 <= int(minutes) <= 59
     ):
-        raise ConfigError(f"PHOENIX_BACKUP_AT={raw!r} is not valid: expected HH:MM, e.g. 03:00")
+        raise ConfigError(
+            f"PHOENIX_BACKUP_AT={raw!r} is not valid: expected HH:MM, e.g. 03:00, or off"
+        )
     return f"{int(hours):02d}:{minutes}"
 
 
@@ -111,6 +225,10 @@ class Settings:
 
     port: int = 8080
     host: str = "127.0.0.1"
+    # SO_REUSEPORT on the public socket: a rolling update on the host network starts the new
+    # task on the same address and port while the old one drains. Off, a second server on
+    # the port is refused ("port taken"), as it should be on one host.
+    reuse_port: bool = False
     home: Path = Path("var")
     db_url: str = ""  # from_env: a SQLite file under `home` when DB_CONNECTION_STRING is unset
     log_level: str = "info"
@@ -142,25 +260,19 @@ class Settings:
     cpu_threshold: float = 80.0
     cpu_peak_seconds: float = 2.0
     notify_urls: tuple[str, ...] = ()
-    backup_at: str = "03:00"  # local time, HH:MM
+    backup_at: str = "03:00"  # local time, HH:MM; or BACKUP_OFF
     backup_retention_days: int = 7
     # What gunicorn's workers serve; another app only to measure the platform against it.
     worker_app: str = WORKER_APP
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build the settings from `environ` (os.environ in the entry point, a dict in tests)."""
+        """Build the settings from `environ` (os.environ in the entry point, a dict in tests)
+        and the files it names (the database URL's, PHOENIX_HOME/instance-id)."""
         read = _Reader(environ)
         default = cls()
         home = Path(environ.get("PHOENIX_HOME") or default.home)
-        db_url = environ.get("DB_CONNECTION_STRING") or ""
-        if not db_url:
-            db_url = f"sqlite:///{(home / 'db' / 'phoenix.sqlite3').as_posix()}"
-        if "://" not in db_url:
-            raise ConfigError(
-                "DB_CONNECTION_STRING must be a URL: sqlite:///path, postgresql://... "
-                "or mongodb://..."
-            )
+        db_url = _database_url(environ, home)
         min_workers = read.whole("PHOENIX_MIN_WORKERS", default.min_workers, 1, 64)
         max_workers = read.whole(
             "PHOENIX_MAX_WORKERS", max(default.max_workers, min_workers), 1, 64
@@ -181,6 +293,7 @@ class Settings:
         return cls(
             port=read.whole("PORT", default.port, 0, 65535),
             host=environ.get("PHOENIX_HOST") or default.host,
+            reuse_port=read.flag("PHOENIX_REUSE_PORT", default.reuse_port),
             home=home,
             db_url=db_url,
             log_level=read.choice("PHOENIX_LOG_LEVEL", default.log_level, LOG_LEVELS),
@@ -216,7 +329,7 @@ class Settings:
             forwarded_allow_ips=(
                 environ.get("PHOENIX_FORWARDED_ALLOW_IPS") or default.forwarded_allow_ips
             ),
-            instance=_instance(environ.get("PHOENIX_INSTANCE") or default.instance),
+            instance=_instance(environ.get("PHOENIX_INSTANCE") or default.instance, home),
             cpu_interval=read.number("PHOENIX_CPU_INTERVAL", default.cpu_interval, 0.1, 60),
             cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", default.cpu_threshold, 1, 100),
             cpu_peak_seconds=read.number(

@@ -299,3 +299,15 @@ def test_daily_backups_start_once_a_day_in_a_thread(tmp_path: Path) -> None:
     job.join(5)
     assert isinstance(job.last_error, BackupError)  # logged, and tried again the next day
     assert len(calls) == 2
+
+
+def test_daily_backups_off_start_none(tmp_path: Path) -> None:
+    clock = [datetime(2026, 3, 1, 2, 0)]
+    calls: list[Settings] = []
+    settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path), "PHOENIX_BACKUP_AT": "off"})
+    job = DailyBackups(settings, clock=lambda: clock[0], runner=calls.append)
+    for day in range(1, 4):
+        for hour in range(24):
+            clock[0] = datetime(2026, 3, day, hour, 0)
+            assert not job.tick()
+    assert job.next_at is None and not calls

@@ -49,6 +49,21 @@ def test_a_taken_port_is_a_clear_error_with_its_own_exit_code(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_reuse_port_lets_serve_share_its_port_and_is_opt_in(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        # Bound with SO_REUSEPORT but not listening: it holds the port and takes no connection.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        port = str(holder.getsockname()[1])
+        refused = run_phoenix("serve", PHOENIX_HOME=str(tmp_path / "other"), PORT=port)
+        assert refused.returncode == EXIT_TEMPFAIL, refused.stderr
+        server = start_phoenix(tmp_path / "home", env={"PORT": port, "PHOENIX_REUSE_PORT": "1"})
+        try:
+            assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        finally:
+            assert server.stop() == 0
+
+
 def test_invalid_configuration_stops_with_the_variable_named(tmp_path: Path) -> None:
     result = run_phoenix("serve", PHOENIX_HOME=str(tmp_path), PORT="eighty")
     assert result.returncode == EXIT_CONFIG
@@ -74,6 +89,28 @@ def test_sigterm_exits_cleanly_after_collecting_everything(tmp_path: Path) -> No
         assert store.count() >= 40  # the final flush ran although the interval is 5 s
     finally:
         store.close()
+
+
+def test_serve_and_its_collector_read_the_database_url_from_a_secret_file(tmp_path: Path) -> None:
+    database = tmp_path / "elsewhere.sqlite3"
+    secret = tmp_path / "phoenix_db_url"
+    secret.write_text(f"sqlite:///{database}\n")
+    server = start_phoenix(tmp_path / "home", env={"DB_CONNECTION_STRING_FILE": str(secret)})
+    try:
+        httpx.get(f"{server.url}/health", headers={"X-Request-ID": "from-a-secret"}, timeout=5)
+        deadline = time.monotonic() + 20
+        while True:  # collected while serving: the collector child reads the same URL
+            store = open_store(f"sqlite:///{database}")
+            try:
+                ids = [row.record.request_id for row in store.query(LogQuery())]
+            finally:
+                store.close()
+            if "from-a-secret" in ids:
+                break
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.2)
+    finally:
+        assert server.stop() == 0
 
 
 def test_collect_once_reports_a_down_database_without_losing_anything(tmp_path: Path) -> None:

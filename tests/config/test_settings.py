@@ -10,7 +10,13 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from cloud_phoenix.config import ConfigError, Settings
+from cloud_phoenix.config import (
+    BACKUP_OFF,
+    INSTANCE_FILE,
+    ConfigError,
+    Settings,
+    volume_instance,
+)
 from cloud_phoenix.journal import INSTANCE_RE
 
 
@@ -87,7 +93,7 @@ def test_operations_settings() -> None:
     assert settings.backup_retention_days == 7
 
 
-@pytest.mark.parametrize("value", ["3", "25:00", "03:60", "noon", "03:5"])
+@pytest.mark.parametrize("value", ["3", "25:00", "03:60", "noon", "03:5", "of"])
 def test_backup_time_must_be_a_clock_time(value: str) -> None:
     with pytest.raises(ConfigError, match="PHOENIX_BACKUP_AT"):
         Settings.from_env({"PHOENIX_BACKUP_AT": value})
@@ -207,3 +213,117 @@ def test_a_default_is_the_same_built_directly_or_from_an_empty_environment(
 def test_a_configured_instance_is_a_name_the_journal_takes(raw: str) -> None:
     instance = Settings.from_env({"PHOENIX_INSTANCE": raw}).instance
     assert INSTANCE_RE.match(instance), instance
+
+
+def test_reuse_port_is_opt_in() -> None:
+    assert Settings.from_env({}).reuse_port is False
+    assert Settings.from_env({"PHOENIX_REUSE_PORT": "true"}).reuse_port is True
+    with pytest.raises(ConfigError, match="PHOENIX_REUSE_PORT"):
+        Settings.from_env({"PHOENIX_REUSE_PORT": "sometimes"})
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", " off "])
+def test_the_daily_backup_can_be_turned_off(value: str) -> None:
+    assert Settings.from_env({"PHOENIX_BACKUP_AT": value}).backup_at == BACKUP_OFF
+
+
+# -- DB_CONNECTION_STRING_FILE ------------------------------------------------------------
+
+SECRET_URL = "postgresql://phoenix:hunter2@db.example:5432/phoenix"
+
+
+def test_the_database_url_is_read_from_a_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "phoenix_db_url"
+    secret.write_text(SECRET_URL + "\n")  # as `docker secret create` and editors leave it
+    settings = Settings.from_env({"DB_CONNECTION_STRING_FILE": str(secret)})
+    assert settings.db_url == SECRET_URL
+
+
+def test_the_url_and_its_file_together_are_refused_naming_both(tmp_path: Path) -> None:
+    secret = tmp_path / "phoenix_db_url"
+    secret.write_text(SECRET_URL)
+    environ = {"DB_CONNECTION_STRING": SECRET_URL, "DB_CONNECTION_STRING_FILE": str(secret)}
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(environ)
+    message = str(refused.value)
+    assert "DB_CONNECTION_STRING and DB_CONNECTION_STRING_FILE" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "cannot be read: No such file"),
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\xff\xfe" + SECRET_URL.encode(), "not UTF-8"),
+        (b"hunter2-but-no-scheme\n", "must hold a URL"),
+        (b"x" * 70_000, "over 65536 bytes"),
+    ],
+)
+def test_a_secret_file_that_holds_no_url_is_a_clear_error_that_shows_none_of_it(
+    tmp_path: Path, content: bytes | None, words: str
+) -> None:
+    secret = tmp_path / "phoenix_db_url"
+    if content is not None:
+        secret.write_bytes(content)
+    with pytest.raises(ConfigError, match=words) as refused:
+        Settings.from_env({"DB_CONNECTION_STRING_FILE": str(secret)})
+    assert "DB_CONNECTION_STRING_FILE" in str(refused.value) and str(secret) in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_secret_file_that_is_a_folder_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        Settings.from_env({"DB_CONNECTION_STRING_FILE": str(tmp_path)})
+
+
+# -- PHOENIX_INSTANCE=volume --------------------------------------------------------------
+
+
+def test_a_volume_instance_is_made_once_and_kept_in_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # not there yet: made for the id
+    environ = {"PHOENIX_HOME": str(home), "PHOENIX_INSTANCE": "volume"}
+    first = Settings.from_env(environ).instance
+    assert INSTANCE_RE.match(first), first
+    assert (home / INSTANCE_FILE).read_text() == f"{first}\n"
+    assert Settings.from_env(environ).instance == first  # a restart on the same volume
+    assert [p.name for p in home.iterdir()] == [INSTANCE_FILE]  # no scratch file left
+    other = Settings.from_env({**environ, "PHOENIX_HOME": str(tmp_path / "other")}).instance
+    assert INSTANCE_RE.match(other) and other != first  # a new volume, a new id
+
+
+def test_processes_that_start_at_once_on_a_new_volume_agree_on_its_id(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = tmp_path / "home"
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _n: volume_instance(home), range(32)))
+    assert ids == {(home / INSTANCE_FILE).read_text().strip()}
+    assert [p.name for p in home.iterdir()] == [INSTANCE_FILE]
+
+
+def test_an_id_written_by_hand_is_taken(tmp_path: Path) -> None:
+    (tmp_path / INSTANCE_FILE).write_text("replica-1\n")
+    environ = {"PHOENIX_HOME": str(tmp_path), "PHOENIX_INSTANCE": "Volume"}
+    assert Settings.from_env(environ).instance == "replica-1"
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\n", b"-x", b"pod.1", b"a" * 64, b"\xff\xfe", b"pod\x1b[31m"]
+)
+def test_a_damaged_instance_file_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / INSTANCE_FILE).write_bytes(content)
+    environ = {"PHOENIX_HOME": str(tmp_path), "PHOENIX_INSTANCE": "volume"}
+    with pytest.raises(ConfigError, match="is damaged: it holds no instance id") as refused:
+        Settings.from_env(environ)
+    assert "\x1b" not in str(refused.value)
+    assert (tmp_path / INSTANCE_FILE).read_bytes() == content  # left for the operator
+
+
+def test_a_volume_instance_in_a_home_that_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "home"
+    blocker.write_text("not a folder")
+    environ = {"PHOENIX_HOME": str(blocker), "PHOENIX_INSTANCE": "volume"}
+    with pytest.raises(ConfigError, match="PHOENIX_INSTANCE=volume"):
+        Settings.from_env(environ)

@@ -245,3 +245,4 @@ def test_next_backup_is_the_next_local_clock_time_with_its_offset() -> None:
     assert now < moment <= now + timedelta(days=1)
     assert moment.astimezone().strftime("%H:%M") == "03:00"
     assert next_backup("25:00", now) is None  # never raised into the page
+    assert next_backup("off", now) is None  # PHOENIX_BACKUP_AT=off: none scheduled

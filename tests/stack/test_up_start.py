@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cloud_phoenix import exitcodes
@@ -83,3 +85,71 @@ def test_a_missing_ca_file_in_the_database_url(tmp_path: Path) -> None:
     assert result.returncode == exitcodes.CONFIG, result.stderr
     assert f"tlsCAFile={missing}" in result.stderr
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_two_stacks_with_reuse_port_share_a_port_and_one_carries_on_alone(tmp_path: Path) -> None:
+    from tests.fixtures.server import running_stack
+
+    with running_stack(tmp_path / "a", PHOENIX_REUSE_PORT="true") as first:
+        port = str(first.port)
+        # Opt-in: a stack without it still finds the port taken, as before.
+        refused = up(tmp_path / "c", PORT=port)
+        assert refused.returncode == exitcodes.TEMPFAIL, refused.stderr
+        with running_stack(tmp_path / "b", PHOENIX_REUSE_PORT="true", PORT=port) as second:
+            # Each new connection goes to one of the two: both journal some of them.
+            homes = (first.home, second.home)
+            sent = 0
+            deadline = time.monotonic() + 30
+            while not all(journaled(home, "shared-") for home in homes):
+                assert time.monotonic() < deadline and second.process.poll() is None, (
+                    f"not both served in 30 s ({sent} requests):\n{second.log_tail()}"
+                )
+                request_id = f"shared-{sent}"
+                response = httpx.get(
+                    f"{first.url}/health", headers={"X-Request-ID": request_id}, timeout=5
+                )
+                assert response.status_code == 200
+                sent += 1
+            # The old one drains and goes, as a start-first rolling update ends.
+            assert first.stop() == exitcodes.OK
+            after = [httpx.get(f"{first.url}/health", timeout=5).status_code for _ in range(20)]
+            assert after == [200] * 20
+            assert second.process.poll() is None
+
+
+def journaled(home: Path, prefix: str) -> bool:
+    return any(
+        f'"request_id":"{prefix}' in path.read_text()
+        for path in (home / "journal").glob("access-*.jsonl")
+    )
+
+
+def test_a_database_url_and_its_file_together(tmp_path: Path) -> None:
+    secret = tmp_path / "phoenix_db_url"
+    secret.write_text("postgresql://phoenix:hunter2@127.0.0.1:9/phoenix\n")
+    result = up(
+        tmp_path / "home",
+        DB_CONNECTION_STRING="postgresql://phoenix:hunter2@127.0.0.1:9/phoenix",
+        DB_CONNECTION_STRING_FILE=str(secret),
+    )
+    assert result.returncode == exitcodes.CONFIG, result.stderr
+    assert "DB_CONNECTION_STRING and DB_CONNECTION_STRING_FILE are both set" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_database_url_file_that_cannot_be_read(tmp_path: Path) -> None:
+    missing = tmp_path / "run-secrets" / "phoenix_db_url"
+    result = up(tmp_path / "home", DB_CONNECTION_STRING_FILE=str(missing))
+    assert result.returncode == exitcodes.CONFIG, result.stderr
+    assert f"DB_CONNECTION_STRING_FILE='{missing}' cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_instance_id(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "instance-id").write_bytes(b"\x00\x00")
+    result = up(home, PHOENIX_INSTANCE="volume")
+    assert result.returncode == exitcodes.CONFIG, result.stderr
+    assert f"{home / 'instance-id'} is damaged" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,6 +4,7 @@
 loop (every second is fine); when the time has come it starts `run_backup` in a thread
 and returns at once, so a long backup never stalls supervision. A run that is missed
 (the stack was not running at that time) is not made up: the next one is the next day's.
+PHOENIX_BACKUP_AT=off schedules none (in a cluster, backups are a service of their own).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from cloud_phoenix.backup.errors import BackupError
 from cloud_phoenix.backup.runner import BackupResult, Notify, RecordEvent, run_backup
-from cloud_phoenix.config import Settings
+from cloud_phoenix.config import BACKUP_OFF, Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class DailyBackups:
         self.record_event = record_event
         self._clock = clock
         self._runner = runner
-        self.next_at = next_run(clock(), settings.backup_at)
+        self.next_at: datetime | None = (
+            None if settings.backup_at == BACKUP_OFF else next_run(clock(), settings.backup_at)
+        )
         self.last_result: BackupResult | None = None
         self.last_error: BackupError | None = None
         self._thread: threading.Thread | None = None
@@ -63,6 +66,8 @@ class DailyBackups:
 
     def tick(self) -> bool:
         """Start the day's backup if it is due and none runs; True when one was started."""
+        if self.next_at is None:
+            return False
         now = self._clock()
         if now < self.next_at or self.running:
             return False

@@ -27,7 +27,9 @@ def serve() -> None:
     settings = load_settings()
     setup_logging(settings)
     prepare_home(settings)
-    sock = listen(settings.host, settings.port, "application", backlog=2048)
+    sock = listen(
+        settings.host, settings.port, "application", backlog=2048, reuse_port=settings.reuse_port
+    )
     app = served_app(settings)
     host, port = sock.getsockname()[:2]
     log.info("serving on http://%s:%d (store %s)", host, port, app.state.runtime.store.backend)

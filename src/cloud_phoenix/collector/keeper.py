@@ -49,9 +49,11 @@ def collector_spec(
 
 def collector_env(settings: Settings) -> dict[str, str]:
     """The server's environment with the settings the collector reads set to the server's
-    (the server may have been built from settings that are not in its environment)."""
+    (the server may have been built from settings that are not in its environment). The
+    URL replaces a DB_CONNECTION_STRING_FILE: both set would be refused."""
+    inherited = {k: v for k, v in os.environ.items() if k != "DB_CONNECTION_STRING_FILE"}
     return {
-        **os.environ,
+        **inherited,
         "PHOENIX_HOME": str(settings.home),
         "DB_CONNECTION_STRING": settings.db_url,
         "PHOENIX_COLLECT_BATCH": str(settings.collect_batch),

@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from cloud_phoenix.config import INSTANCE_MAX, INSTANCE_PATTERN
+
 log = logging.getLogger(__name__)
 
 # The journal's names, times and positions, as patterns every reader shares: the files
@@ -32,8 +34,7 @@ log = logging.getLogger(__name__)
 # Python's \d takes any Unicode digit. Unanchored, so that they compose; the regexes below
 # end in \Z, not $, which would let a trailing newline through.
 DAY_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-INSTANCE_MAX = 63  # characters of an instance name
-INSTANCE_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{INSTANCE_MAX - 1}}}"
+# INSTANCE_PATTERN, INSTANCE_MAX: an instance's name, declared with PHOENIX_INSTANCE (config).
 # A record's time, as `format_time` writes it (TIME_FORMAT is its strptime spelling).
 TIME_PATTERN = rf"{DAY_PATTERN}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}\.[0-9]{{6}}Z"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -34,11 +34,16 @@ def prepare_home(settings: Settings) -> None:
             ) from None
 
 
-def listen(host: str, port: int, what: str, backlog: int = 4096) -> socket.socket:
-    """A listening socket that children can inherit; a taken port is a clear CannotStart."""
+def listen(
+    host: str, port: int, what: str, backlog: int = 4096, reuse_port: bool = False
+) -> socket.socket:
+    """A listening socket that children can inherit; a taken port is a clear CannotStart.
+    With `reuse_port` (SO_REUSEPORT) it shares the port with other sockets that set it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

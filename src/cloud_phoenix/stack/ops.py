@@ -28,6 +28,7 @@ from cloud_phoenix.app.requestlog import worker_id
 from cloud_phoenix.app.runtime import runtime
 from cloud_phoenix.backup.catalog import scan
 from cloud_phoenix.backup.schedule import next_run
+from cloud_phoenix.config import BACKUP_OFF
 from cloud_phoenix.cpuwatch.share import CpuSamples
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.stack.status import StackStatus, StatusError, read_status, supervisor_alive
@@ -240,6 +241,8 @@ def last_backup(backups_dir: Path) -> str | None:
 
 def next_backup(backup_at: str, now: datetime) -> str | None:
     """The next daily backup after `now`, ISO 8601 with the offset in force on that day."""
+    if backup_at == BACKUP_OFF:
+        return None
     try:
         local = next_run(now.astimezone().replace(tzinfo=None), backup_at)
         return local.astimezone().isoformat(timespec="seconds")

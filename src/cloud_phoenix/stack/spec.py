@@ -18,6 +18,9 @@ def child_env(settings: Settings, metrics_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         "PHOENIX_HOME": str(settings.home.resolve()),
+        # The name the supervisor resolved (`hostname`, `volume`): every worker and every
+        # later generation journals under the same one.
+        "PHOENIX_INSTANCE": settings.instance,
         "PHOENIX_SERVE_COLLECTOR": "false",  # the collector is a child of its own
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir.resolve()),  # /metrics sums the workers
     }

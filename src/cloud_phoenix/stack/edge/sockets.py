@@ -37,7 +37,7 @@ class Edge:
 def open_edge(settings: Settings, haproxy_bin: str) -> Edge:
     """Listen on PORT and on a free loopback port for the workers, write HAProxy's
     configuration for them under run/, and have HAProxy check it (CannotStart if refused)."""
-    public = listen(settings.host, settings.port, "edge")
+    public = listen(settings.host, settings.port, "edge", reuse_port=settings.reuse_port)
     backend = listen("127.0.0.1", 0, "workers")
     config = haproxy.EdgeConfig(
         edge_fd=public.fileno(),
