@@ -101,11 +101,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     PORT=8080
 
 # A fixed, unprivileged uid (not 0, not a system account that the host may also have), so
-# that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image.
+# that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image. run/ is open to
+# all (sticky, as /tmp) inside the 0750 home: a Swarm replica mounts a tmpfs there, its own
+# run files beside a task slot's shared volume (deploy/swarm/stack.yml), and Docker gives a
+# tmpfs its mount point's mode but not its owner.
 RUN groupadd --system --gid 10001 phoenix \
  && useradd --system --uid 10001 --gid phoenix --home-dir /var/lib/phoenix --no-create-home \
         --shell /usr/sbin/nologin phoenix \
- && install -d -o phoenix -g phoenix -m 0750 /var/lib/phoenix
+ && install -d -o phoenix -g phoenix -m 0750 /var/lib/phoenix \
+ && install -d -m 1777 /var/lib/phoenix/run
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=rds-ca --chmod=0644 /rds-global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem

@@ -71,6 +71,10 @@ class Service:
         return int(self.spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0))
 
     @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.spec.get("Labels") or {})
+
+    @property
     def image(self) -> str:
         return str(self.spec["TaskTemplate"]["ContainerSpec"]["Image"])
 

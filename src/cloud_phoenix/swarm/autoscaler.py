@@ -4,7 +4,8 @@
 A thin shell, as the one-host stack's: it reads, calls `decide`, and applies the result.
 It applies the desired count every tick, not only when the decision changes, because an
 operator's `docker service scale` or swarm's own rollback (which restores the previous
-spec, replica count included) can change it behind the scaler's back.
+spec, replica count included) can change it behind the scaler's back. The label
+cloud-phoenix.autoscale=off on the service pauses it: the count is then the operator's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cloud_phoenix.notify.events import EventLog
 from cloud_phoenix.stack import autoscale
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from cloud_phoenix.swarm.api import DockerApi, DockerApiError
+from cloud_phoenix.swarm.stackfile import AUTOSCALE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,19 @@ class ReplicaScaler:
         """One second's work: read the rate, decide, and set the replicas if they differ."""
         now = self.clock()
         try:
-            current = self.api.service(self.service).replicas
+            service = self.api.service(self.service)
         except DockerApiError as exc:
             self._warn("cannot read the service %s: %s", self.service, exc)
+            return
+        current = service.replicas
+        if service.labels.get(AUTOSCALE_LABEL, "").lower() == "off":
+            if self.state is not None:
+                self.events.record(
+                    "autoscale_paused",
+                    f"{AUTOSCALE_LABEL}=off on {self.service}: {current} replicas as set",
+                    {"service": self.service, "replicas": current},
+                )
+            self.state = None  # resumed from the count it finds then
             return
         if self.state is None:
             self.state = self._resume(now, current)

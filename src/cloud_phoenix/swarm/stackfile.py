@@ -11,6 +11,9 @@ EDGE = "edge"
 BACKUP = "backup"
 DB_SECRET = "phoenix_db_url"  # noqa: S105 (a name): the secret of the database URL
 NAMESPACE_LABEL = "com.docker.stack.namespace"
+# On the app service, "off" pauses the autoscaler: the replicas stay as an operator sets
+# them (docker service update --label-add cloud-phoenix.autoscale=off ...; rm to resume).
+AUTOSCALE_LABEL = "cloud-phoenix.autoscale"
 # Replica slot N listens on 127.0.1.N:REPLICA_PORT (the file sets PHOENIX_HOST to
 # 127.0.1.{{.Task.Slot}}): every replica on the same port, like separate hosts.
 REPLICA_NETWORK = "127.0.1"
