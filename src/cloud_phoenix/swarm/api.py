@@ -279,6 +279,14 @@ class DockerApi:
             raise
         return True
 
+    def images(self, label: str) -> list[str]:
+        """Ids of the images that carry `label` (any value)."""
+        query = {"filters": json.dumps({"label": [label]})}
+        return [str(i["Id"]) for i in self.request("GET", "/images/json", query)]
+
+    def image_remove(self, ref: str) -> None:
+        self.request("DELETE", f"/images/{quote(ref, safe='')}", {"force": "true"})
+
     def secret_create(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
         made = self.request(
             "POST",

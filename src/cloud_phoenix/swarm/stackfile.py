@@ -14,6 +14,8 @@ NAMESPACE_LABEL = "com.docker.stack.namespace"
 # On the app service, "off" pauses the autoscaler: the replicas stay as an operator sets
 # them (docker service update --label-add cloud-phoenix.autoscale=off ...; rm to resume).
 AUTOSCALE_LABEL = "cloud-phoenix.autoscale"
+# On the images the cluster drills build (a new version, a broken one): `down` removes them.
+DRILL_IMAGE_LABEL = "cloud-phoenix.drill"
 # Replica slot N listens on 127.0.1.N:REPLICA_PORT (the file sets PHOENIX_HOST to
 # 127.0.1.{{.Task.Slot}}): every replica on the same port, like separate hosts.
 REPLICA_NETWORK = "127.0.1"

@@ -29,7 +29,13 @@ from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.swarm import cluster
 from cloud_phoenix.swarm.api import DEFAULT_HOST, DockerApi, DockerApiError
 from cloud_phoenix.swarm.postgres import LocalPostgres
-from cloud_phoenix.swarm.stackfile import APP, DEFAULT_STACK, STACK_FILE, service_name
+from cloud_phoenix.swarm.stackfile import (
+    APP,
+    DEFAULT_STACK,
+    DRILL_IMAGE_LABEL,
+    STACK_FILE,
+    service_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ class SwarmState:
     postgres_port: int = 0
     db_url: str = ""
     image: str = ""
+    built: bool = False  # `up` built `image` (down removes it from the machine's Docker)
     deployed: bool = False
     variables: dict[str, str] = field(default_factory=dict)
 
@@ -166,6 +173,7 @@ class SwarmUp:
             else:
                 built = builder.build(options.image, rds_ca_bundle=options.rds_ca_bundle)
             self.progress(f"built {built.tag} in {built.seconds:.0f} s, {built.size / 1e6:.0f} MB")
+            state.built = True
         elif not api.image_exists(options.image):
             raise CannotStart(f"no image {options.image} in the engine", exitcodes.CONFIG)
         state.image = options.image
@@ -268,6 +276,8 @@ class SwarmUp:
                 self._step(problems, f"stack {state.stack}", lambda: self._remove_stack(api, state))
             if state.secret:
                 self._step(problems, f"secret {state.secret}", lambda: _remove_secret(api, state))
+            if not state.engine:  # a private engine goes with all its images
+                self._step(problems, "the images", lambda: self._remove_images(api, state))
             if state.swarm_made:
                 self._step(problems, "the swarm", lambda: cluster.leave_swarm(api))
         if state.engine:
@@ -288,6 +298,15 @@ class SwarmUp:
     def _remove_stack(self, api: DockerApi, state: SwarmState) -> None:
         self.progress(f"removing stack {state.stack} (replicas drain and collect first)")
         cluster.remove_stack(api, state.stack, progress=self.progress)
+
+    def _remove_images(self, api: DockerApi, state: SwarmState) -> None:
+        """The drills' images, and the image `up` built."""
+        made = api.images(DRILL_IMAGE_LABEL)
+        if state.built and api.image_exists(state.image):
+            made.append(state.image)
+        for image in made:
+            self.progress(f"removing image {image[:19]}")
+            api.image_remove(image)
 
     def _step(self, problems: list[str], what: str, action: Callable[[], None]) -> None:
         try:
