@@ -4,12 +4,14 @@ from __future__ import annotations
 
 # postgres_server, postgres_url, postgres_db_url (a fresh database); phoenix_server (serve);
 # backend, store_url, connect, store (one fresh store of each kind); browser (Chromium);
-# receiver (a loopback webhook); engine, docker, image (a private Docker Engine, the image).
+# receiver (a loopback webhook); engine, docker, image (a private Docker Engine, the image);
+# swarm_stack (scripts/swarm up on a private engine of its own, down at the end).
 pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.containers",
     "tests.fixtures.postgres",
     "tests.fixtures.server",
     "tests.fixtures.stores",
+    "tests.fixtures.swarm",
     "tests.fixtures.webhook",
 ]

@@ -25,7 +25,7 @@ SWARM_LISTEN = "127.0.0.1:2377"
 SWARM_ADVERTISE = "127.0.0.1"
 OVERLAY_POOL = "127.77.0.0/16"  # overlay networks, should anyone make one
 OVERLAY_SUBNET_SIZE = 24
-UNUSED_NETWORKS = ("ingress", "docker_gwbridge")  # gwbridge only once ingress is gone
+GATEWAY_BRIDGE = "docker_gwbridge"
 
 Progress = Callable[[str], None]
 
@@ -60,26 +60,37 @@ def init_swarm(api: DockerApi, timeout: float = 30.0) -> bool:
     return True
 
 
-def remove_unused_networks(api: DockerApi, timeout: float = 30.0) -> None:
+def remove_unused_networks(api: DockerApi, timeout: float = 30.0, appear: float = 10.0) -> None:
     """Remove `ingress`, then `docker_gwbridge`, which swarm lets go only once ingress is
-    gone: retried until `timeout`."""
+    gone. The bridge (a host interface) is made a second or so after swarm init returns:
+    it is awaited for up to `appear` seconds, then removed, retried until `timeout`."""
     deadline = time.monotonic() + timeout
-    for name in UNUSED_NETWORKS:
-        while name in api.network_names():
-            try:
-                api.network_remove(name)
-            except DockerApiError as exc:
-                if time.monotonic() > deadline:
-                    raise DockerApiError(f"cannot remove the {name} network: {exc}") from None
-                time.sleep(0.2)
+    _remove_network(api, "ingress", deadline)
+    shows_up = time.monotonic() + appear
+    while GATEWAY_BRIDGE not in api.network_names():
+        if time.monotonic() > shows_up:
+            log.info("no %s network appeared: nothing to remove", GATEWAY_BRIDGE)
+            return
+        time.sleep(0.1)
+    _remove_network(api, GATEWAY_BRIDGE, deadline)
+
+
+def _remove_network(api: DockerApi, name: str, deadline: float) -> None:
+    while name in api.network_names():
+        try:
+            api.network_remove(name)
+        except DockerApiError as exc:
+            if time.monotonic() > deadline:
+                raise DockerApiError(f"cannot remove the {name} network: {exc}") from None
+            time.sleep(0.2)
 
 
 def leave_swarm(api: DockerApi) -> None:
     """Leave (and so end) the single-node swarm, and remove the bridge it may leave."""
     if api.swarm_state() != "inactive":
         api.swarm_leave()
-    if "docker_gwbridge" in api.network_names():
-        api.network_remove("docker_gwbridge")
+    if GATEWAY_BRIDGE in api.network_names():
+        api.network_remove(GATEWAY_BRIDGE)
 
 
 def deploy_stack(
