@@ -82,11 +82,14 @@ RUN python3 /usr/local/lib/fetch_ca_bundle.py "$RDS_CA_BUNDLE_URL" /rds-global-b
 FROM ${BASE_IMAGE} AS runtime
 
 # HAProxy from the base's Debian release, for `phoenix up` (the one-host stack with its own
-# edge) inside the container. Not pinned to a version: Debian's security updates replace it
-# in place, and an old pin would stop building once the archive drops that version.
+# edge) inside the container, and PostgreSQL's client tools, for `phoenix backup` of a
+# PostgreSQL store (pg_dump, pg_restore: the Swarm stack's backup service). Not pinned to a
+# version: Debian's security updates replace them in place, and an old pin would stop
+# building once the archive drops that version.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \
+        postgresql-client \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 

@@ -55,6 +55,20 @@ def test_the_swarm_keeps_to_loopback(swarm_stack: SwarmStack) -> None:
     assert added == set(), f"added to the host: {added}"
 
 
+def test_the_backup_service_backs_up_postgresql(swarm_stack: SwarmStack) -> None:
+    from cloud_phoenix.containers.dockercli import DockerCli, find_cli
+
+    state = swarm_stack.state
+    api = swarm_stack.cluster.api
+    [task] = [t for t in api.tasks(f"{state.stack}_backup") if t.state == "running"]
+    docker = DockerCli(find_cli(), state.docker_host)
+    done = docker.run("exec", task.container, "phoenix", "backup", check=False, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "pg_dump (PostgreSQL)" in done.stdout  # the swarm's PostgreSQL, from the secret
+    listed = docker.run("exec", task.container, "phoenix", "backups", check=False)
+    assert listed.returncode == 0 and " ok " in listed.stdout, listed.stdout
+
+
 def test_a_crash_storm_over_three_replicas(swarm_stack: SwarmStack) -> None:
     check(swarm_stack, drills.crash_storm(swarm_stack.cluster, progress=print))
 
