@@ -1,9 +1,11 @@
-# cloud-phoenix: the application image. `phoenix serve` by default (the application, and
-# its collector as a child unless PHOENIX_SERVE_COLLECTOR=false); the same image runs
-# `phoenix collect` and `phoenix backup` (compose.yaml starts all three), and carries HAProxy.
+# cloud-phoenix: the application image. `phoenix up` by default, the one-host stack in the
+# container: HAProxy on PORT (it retries a request whose worker died, never /crash), a
+# gunicorn master whose uvicorn workers it respawns in well under a second, the collector
+# and the CPU watch. /crash ends a worker, never the container. The same image runs
+# `phoenix serve`, `phoenix collect` and `phoenix backup` (compose.yaml, deploy/).
 #
 #   docker build -t cloud-phoenix .
-#   docker run --rm -p 8080:8080 -v phoenix-home:/var/lib/phoenix cloud-phoenix
+#   docker run --rm --read-only --tmpfs /tmp -p 8080:8080 -v phoenix-home:/var/lib/phoenix cloud-phoenix
 #
 # No `# syntax=` line: the Dockerfile frontend built into the engine's BuildKit builds it, so
 # no frontend image has to be pulled (an engine that cannot reach a registry builds it too).
@@ -81,27 +83,35 @@ RUN python3 /usr/local/lib/fetch_ca_bundle.py "$RDS_CA_BUNDLE_URL" /rds-global-b
 
 FROM ${BASE_IMAGE} AS runtime
 
-# HAProxy from the base's Debian release, for `phoenix up` (the one-host stack with its own
-# edge) inside the container, and PostgreSQL's client tools, for `phoenix backup` of a
-# PostgreSQL store (pg_dump, pg_restore: the Swarm stack's backup service). Not pinned to a
-# version: Debian's security updates replace them in place, and an old pin would stop
-# building once the archive drops that version.
+# HAProxy from the base's Debian release, the edge of `phoenix up` inside the container;
+# tini as process 1: it passes signals on to `phoenix` and reaps what a killed worker leaves
+# (its key maker, reparented to process 1), which nothing else would wait for; PostgreSQL's
+# client tools, for `phoenix backup` of a PostgreSQL store (pg_dump, pg_restore: the Swarm
+# stack's backup service). Not pinned to a version: Debian's security updates replace them
+# in place, and an old pin would stop building once the archive drops that version.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy tini \
         postgresql-client \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 
-# Every write goes under PHOENIX_HOME (journal/, db/, logs/, run/, backups/) or /tmp, so the
-# container runs with a read-only root file system.
+# Every write goes under PHOENIX_HOME (journal/, db/, logs/, run/ with haproxy.cfg, the
+# status and the metrics folder, backups/, instance-id) or /tmp (gunicorn's worker heartbeat
+# files: give it a tmpfs), so the container runs with a read-only root file system.
+# PORT 8080, not 80: the stack runs as an unprivileged user, HAProxy included.
+# PHOENIX_MIN_WORKERS=2: a /crash leaves a sibling worker for the edge to retry on.
+# PHOENIX_BACKUP_AT=off: in a cluster the backup is a job of its own (compose's `backup`
+# service, the Kubernetes CronJob, AWS Backup), not one in every replica.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONFAULTHANDLER=1 \
     PHOENIX_HOME=/var/lib/phoenix \
     PHOENIX_HOST=0.0.0.0 \
-    PORT=8080
+    PORT=8080 \
+    PHOENIX_MIN_WORKERS=2 \
+    PHOENIX_BACKUP_AT=off
 
 # A fixed, unprivileged uid (not 0, not a system account that the host may also have), so
 # that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image. run/ is open to
@@ -123,7 +133,7 @@ ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="cloud-phoenix" \
-      org.opencontainers.image.description="The Phoenix application: phoenix serve, collect, backup" \
+      org.opencontainers.image.description="The Phoenix application: phoenix up (edge, workers, collector), serve, collect, backup" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="MIT" \
@@ -134,15 +144,18 @@ VOLUME ["/var/lib/phoenix"]
 USER 10001:10001
 EXPOSE 8080
 
-# Liveness on /health with the interpreter already in the image (slim has no curl), at the
-# address the server listens on: PHOENIX_HOST (a replica on the host network listens on an
-# address of its own, e.g. 127.0.1.3), the loopback for an any-address. Proxies from the
-# environment are ignored: the check is for this container's own port. `collect` and the
-# backup loop serve no HTTP: turn the check off where they run (compose.yaml does).
+# Liveness on /health through the container's own edge, with the interpreter already in the
+# image (slim has no curl), at the address the edge listens on: PHOENIX_HOST (a replica on
+# the host network listens on an address of its own, e.g. 127.0.1.3), the loopback for an
+# any-address. Proxies from the environment are ignored: the check is for this container's
+# own port. `collect` and the backup loop serve no HTTP: turn the check off where they run
+# (compose.yaml does).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; h = os.environ.get('PHOENIX_HOST') or '127.0.0.1'; h = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); h = '[%s]' % h if ':' in h else h; r.build_opener(r.ProxyHandler({})).open('http://%s:%s/health' % (h, os.environ.get('PORT', '8080')), timeout=3)"]
 
-# SIGTERM: uvicorn stops accepting, lets in-flight requests finish, the collector flushes.
+# SIGTERM (tini passes it on): the edge stops accepting and finishes what it holds, the
+# workers drain, the collector's last pass commits every journal line; then exit 0. tini -s:
+# it reaps orphans also where it is not process 1 (an engine's own init, `docker run --init`).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["phoenix"]
-CMD ["serve"]
+ENTRYPOINT ["tini", "-s", "--", "phoenix"]
+CMD ["up"]

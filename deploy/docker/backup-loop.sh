@@ -13,6 +13,11 @@ set -eu
 at="${PHOENIX_BACKUP_AT:-03:00}"
 case "$at" in
   [0-9]:[0-5][0-9] | [01][0-9]:[0-5][0-9] | 2[0-3]:[0-5][0-9]) ;;
+  [Oo][Ff][Ff])
+    # The image's default (no backup inside `phoenix up`): this loop is the one that backs up.
+    echo "phoenix-backup-loop: PHOENIX_BACKUP_AT=$at (the image's default, for \`phoenix up\`): set the time of the daily backup, HH:MM, e.g. 03:00" >&2
+    exit 78 # EX_CONFIG
+    ;;
   *)
     echo "phoenix-backup-loop: PHOENIX_BACKUP_AT=$at is not valid: expected HH:MM, e.g. 03:00" >&2
     exit 78 # EX_CONFIG, as `phoenix` itself

@@ -1,8 +1,10 @@
 """The image's contract, run in a real Docker Engine: the image built from the repository's
 Dockerfile (offline here), as users build it.
 
-Each server runs with `--network host` on a loopback address of its own, the root file
-system read-only, as the image's user.
+The default command is `phoenix up`: the edge, the workers and the collector in the
+container, so that /crash ends a worker and never the container. Each container runs with
+`--network host` on a loopback address of its own, the root file system read-only, as the
+image's user.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,11 @@ import pytest
 from cloud_phoenix import exitcodes
 from cloud_phoenix.containers.dockercli import DockerCli
 from cloud_phoenix.containers.image import BuildResult
-from cloud_phoenix.journal import AccessRecord, JournalWriter
+from cloud_phoenix.drill.drills import stored_ids
+from cloud_phoenix.drill.loadgen import Injector, Phase, drive
+from cloud_phoenix.drill.stats import summarize
+from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
+from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import LogQuery, open_store
 from tests.fixtures.containers import (
     PHOENIX_UID,
@@ -43,12 +49,15 @@ DOCUMENTDB_URL = (
     "&authSource=admin"
 )
 READ_ONLY = ("--read-only", "--tmpfs=/tmp")
+# The crash storm: GET / at STORM_RPS for STORM_SECONDS, a /crash every CRASH_EVERY s.
+STORM_SECONDS, STORM_RPS, CRASH_EVERY = 10, 100, 0.25
 
 
 @pytest.fixture(scope="module")
 def served(image: BuildResult, docker: DockerCli) -> Iterator[Server]:
-    """`phoenix serve` as the image runs it: read-only root, state on a named volume, on
-    127.0.1.N; healthy by the image's own HEALTHCHECK (at its own interval)."""
+    """The image's default command (`phoenix up`) as an orchestrator runs it: read-only root,
+    state on a named volume, on 127.0.1.N; healthy by the image's own HEALTHCHECK (at its
+    own interval)."""
     host, port = server_address()
     volume = docker.run("volume", "create").stdout.strip()
     cid = docker.run(
@@ -81,23 +90,59 @@ def test_the_healthcheck_turns_healthy_probing_the_address_the_server_listens_on
     served: Server,
 ) -> None:
     assert answers(f"{served.url}/health")
+    # What answers on PORT is the container's own edge, in front of its workers.
+    edge = httpx.get(f"{served.url}/health", timeout=5).headers["X-Served-By"]
+    assert edge.startswith("phoenix-edge-")
     # Nothing on 127.0.0.1: a check that probed it (the image's old one) never passed.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
 
 
-def test_it_runs_as_uid_10001_on_a_read_only_root_with_state_on_the_volume(
+def processes(docker: DockerCli, server: Server) -> dict[int, tuple[str, str, list[str]]]:
+    """pid -> (name, state letter, real/effective/saved/fs uids) of every process in it."""
+    script = (
+        'for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; '
+        'grep -E "^(Name|State|Uid):" "$p/status" | tr "\\n" " "; echo; done'
+    )
+    found = {}
+    for line in exec_in(docker, server, "sh", "-c", script).splitlines():
+        words = line.split()
+        if len(words) < 9:
+            continue  # gone while the shell read it (its own grep, say)
+        found[int(words[0])] = (words[2], words[4], words[-4:])
+    return found
+
+
+def test_every_process_runs_as_uid_10001_on_a_read_only_root_with_state_on_the_volume(
     served: Server, docker: DockerCli
 ) -> None:
     assert inspect(docker, served.container, "{{.HostConfig.ReadonlyRootfs}}") == "true"
-    status = exec_in(docker, served, "cat", "/proc/1/status")
-    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
-    assert uids == [str(PHOENIX_UID)] * 4
+    running = processes(docker, served)
+    names = {name for name, _state, _uids in running.values()}
+    assert {"tini", "phoenix", "haproxy", "python3"} <= names, running
+    for pid, (name, _state, uids) in running.items():
+        assert uids == [str(PHOENIX_UID)] * 4, (pid, name, uids)
     refused = docker.run("exec", served.container, "touch", "/opt/venv/x", check=False)
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     httpx.get(f"{served.url}/health", headers={"X-Request-ID": "on-the-volume"})
     journal = exec_in(docker, served, "sh", "-c", "cat /var/lib/phoenix/journal/*.jsonl")
     assert '"on-the-volume"' in journal
+
+
+def test_what_a_crashed_worker_leaves_behind_is_reaped(served: Server, docker: DockerCli) -> None:
+    # A worker that made a certificate has a key maker child; /crash orphans it, and
+    # process 1 must reap it once it dies with its parent, or zombies pile up crash by crash.
+    for _round in range(8):
+        assert httpx.get(f"{served.url}/generatecert", timeout=30).status_code == 200
+        # 502: its worker died answering it. A connection of its own: on a kept one the
+        # edge closes the connection instead, and a client may then send /crash again.
+        assert httpx.get(f"{served.url}/crash", timeout=30).status_code == 502
+    wait_for(
+        lambda: all(state != "Z" for _name, state, _uids in processes(docker, served).values()),
+        10,
+        "no zombie process in the container",
+    )
+    assert answers(f"{served.url}/health")
 
 
 def test_the_rds_ca_bundle_reaches_the_container(
@@ -154,7 +199,7 @@ def test_sigterm_exits_0_with_every_record_collected(
         image.tag,
     )
     base = f"http://{host}:{port}"
-    wait_for(lambda: answers(f"{base}/health"), 60, "phoenix serve to answer")
+    wait_for(lambda: answers(f"{base}/health"), 60, "phoenix up to answer")
     sent = [f"term-{n}" for n in range(40)]
     with httpx.Client(base_url=base, timeout=10) as client:
         for request_id in sent[:20]:
@@ -180,6 +225,55 @@ def test_sigterm_exits_0_with_every_record_collected(
         store.close()
     assert set(sent) <= set(journal)
     assert sorted(stored) == sorted(journal)  # every line once, none twice
+
+
+def test_a_crash_storm_fails_no_request_and_never_takes_the_container_down(
+    image: BuildResult, docker: DockerCli, containers: list[str], tmp_path: Path
+) -> None:
+    home = phoenix_home(tmp_path / "home")
+    host, port = server_address()
+    cid = run_detached(
+        docker,
+        containers,
+        *READ_ONLY,
+        "--restart=unless-stopped",  # as an orchestrator would: an exit would show as a restart
+        f"--volume={home}:/var/lib/phoenix",
+        f"--env=PHOENIX_HOST={host}",
+        f"--env=PORT={port}",
+        image.tag,
+    )
+    server = Server(cid, host, port)
+    wait_for(lambda: answers(f"{server.url}/ready"), 60, "phoenix up to be ready")
+    started = inspect(docker, cid, "{{.State.StartedAt}}")
+    since = format_time(datetime.now(UTC) - timedelta(seconds=1))
+    # Through the container's own edge, as a load balancer in front of it would send it.
+    storm = drive(
+        server.url,
+        [Phase(STORM_SECONDS, STORM_RPS, ("/",))],
+        Injector("/crash", CRASH_EVERY, STORM_SECONDS),
+        request_id_prefix="storm",
+    )
+    summary = summarize(storm.load)
+    failed = [(f.request_id, f.reason) for f in summary.failed[:10]]
+    assert summary.sent == STORM_SECONDS * STORM_RPS and not summary.failed, (
+        f"{summary.line()}; first failed: {failed}"
+    )
+    status = read_status(home / "run")
+    assert status is not None
+    # Workers did die (the supervisor counts them): the storm reached them.
+    assert status.restarts >= len(storm.injected) // 2, f"only {status.restarts} died"
+    state = "{{.State.Status}} {{.RestartCount}} {{.State.StartedAt}}"
+    assert inspect(docker, cid, state) == f"running 0 {started}"
+    docker.run("stop", "--time=30", cid, timeout=60)
+    assert inspect(docker, cid, "{{.State.ExitCode}}") == "0", docker.run("logs", cid).stderr
+    store = open_store(f"sqlite:///{home}/db/phoenix.sqlite3")
+    try:
+        ids = stored_ids(store, since)
+    finally:
+        store.close()
+    answered = {r.request_id for r in storm.load if r.status is not None}
+    assert answered <= set(ids), sorted(answered - set(ids))[:10]
+    assert not [rid for rid, n in ids.items() if n > 1]  # none twice
 
 
 def test_collect_and_backup_run_in_the_image(

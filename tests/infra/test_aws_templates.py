@@ -330,11 +330,12 @@ def containers(stacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["Name"]: c for c in task["ContainerDefinitions"]}
 
 
-def test_the_app_and_the_collector_share_the_journal_volume(stacks: dict[str, Any]) -> None:
+def test_one_container_runs_phoenix_up_on_the_journal_volume(stacks: dict[str, Any]) -> None:
     task = the(stacks["app.yaml"], "AWS::ECS::TaskDefinition")
     [volume] = task["Volumes"]
     by_name = containers(stacks)
-    assert set(by_name) == {"app", "collector"}
+    # `phoenix up` collects its own journal: no collector container beside it.
+    assert set(by_name) == {"app"}
     for container in by_name.values():
         assert container["MountPoints"] == [
             {"SourceVolume": volume["Name"], "ContainerPath": HOME, "ReadOnly": False}
@@ -349,19 +350,22 @@ def test_the_app_and_the_collector_share_the_journal_volume(stacks: dict[str, An
         assert secret["ValueFrom"] == {
             "Fn::ImportValue": {"Fn::Sub": "${DatabaseStack}-ConnectionSecretArn"}
         }
-    assert by_name["app"]["Image"] == by_name["collector"]["Image"]
-    assert (by_name["app"]["Command"], by_name["collector"]["Command"]) == (["serve"], ["collect"])
+    assert by_name["app"]["Command"] == ["up"]
 
 
-def test_the_app_serves_on_8080_without_its_in_process_collector(stacks: dict[str, Any]) -> None:
+def test_the_task_retries_what_the_alb_does_not(stacks: dict[str, Any]) -> None:
     app = containers(stacks)["app"]
     env = {e["Name"]: e["Value"] for e in app["Environment"]}
     assert env["PORT"] == "8080"
     assert env["PHOENIX_HOST"] == "0.0.0.0"
-    assert env["PHOENIX_SERVE_COLLECTOR"] == "false"
     assert app["PortMappings"][0]["ContainerPort"] == 8080
-    # Stopped before the collector, so that the collector's last pass gets its last lines.
-    assert app["DependsOn"] == [{"ContainerName": "collector", "Condition": "START"}]
+    # The edge in the task resends a GET whose worker died to a sibling: two at least.
+    assert int(env["PHOENIX_MIN_WORKERS"]) >= 2
+    assert env["PHOENIX_BACKUP_AT"] == "off"  # AWS Backup and DocumentDB's own
+    # Never the hostname: on Fargate it is made of the task's address, which a later task
+    # may get (and with it this task's journal positions).
+    assert env["PHOENIX_INSTANCE"] == "volume"
+    assert "DependsOn" not in app
 
 
 def test_a_crash_is_restarted_but_a_cannot_start_exit_is_not(stacks: dict[str, Any]) -> None:
@@ -385,7 +389,7 @@ def test_every_log_group_keeps_7_days_encrypted(stacks: dict[str, Any]) -> None:
         for name in TEMPLATES
         for group, properties in resources(stacks[name], "AWS::Logs::LogGroup").items()
     }
-    assert len(groups) >= 6  # flow logs, app, collector, DocumentDB x2, CodeBuild
+    assert len(groups) >= 5  # flow logs, app, DocumentDB x2, CodeBuild
     for key, group in groups.items():
         assert group["RetentionInDays"] == 7, key
         assert "KmsKeyId" in group, key

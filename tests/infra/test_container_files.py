@@ -49,7 +49,7 @@ MONGO_INIT = HELPERS / "mongo-init.js"
 VERIFY_LOCKED = HELPERS / "verify_locked.py"
 FETCH_CA_BUNDLE = HELPERS / "fetch_ca_bundle.py"
 
-PHOENIX_SERVICES = ("app", "collector", "backup")
+PHOENIX_SERVICES = ("app", "backup")
 # `${NAME:?message}`: compose refuses to start while NAME is unset or empty.
 REQUIRED_VARIABLE = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}")
 
@@ -179,10 +179,10 @@ def test_the_image_is_built_in_stages_from_a_pinned_slim_base() -> None:
     assert not any("pip install" in command for command in values(runtime, "RUN"))
 
 
-def test_the_runtime_carries_haproxy_and_the_rds_ca_bundle() -> None:
+def test_the_runtime_carries_haproxy_tini_and_the_rds_ca_bundle() -> None:
     runtime = runtime_stage()
     installs = " ".join(values(runtime, "RUN"))
-    assert "apt-get install" in installs and " haproxy" in installs
+    assert "apt-get install" in installs and " haproxy" in installs and " tini" in installs
     assert "rm -rf /var/lib/apt/lists/*" in installs
     fetch = " ".join(values(stage("rds-ca"), "RUN"))
     assert "fetch_ca_bundle.py" in fetch and "$RDS_CA_BUNDLE_URL" in fetch
@@ -195,14 +195,18 @@ def test_the_runtime_carries_haproxy_and_the_rds_ca_bundle() -> None:
     )
 
 
-def test_the_runtime_runs_phoenix_serve_as_a_non_root_user() -> None:
+def test_the_runtime_runs_phoenix_up_as_a_non_root_user() -> None:
     runtime = runtime_stage()
     user = values(runtime, "USER")[-1]
     assert user.split(":")[0] not in {"root", "0"}, user
-    assert json.loads(values(runtime, "ENTRYPOINT")[-1]) == ["phoenix"]
-    assert json.loads(values(runtime, "CMD")[-1]) == ["serve"]
+    # tini reaps what a crashed worker leaves; `phoenix up` survives /crash.
+    assert json.loads(values(runtime, "ENTRYPOINT")[-1]) == ["tini", "-s", "--", "phoenix"]
+    assert json.loads(values(runtime, "CMD")[-1]) == ["up"]
     env = environment(runtime)
     assert env["PHOENIX_HOST"] == "0.0.0.0"
+    assert int(env["PORT"]) >= 1024  # HAProxy runs as the image's user: no privileged port
+    assert int(env["PHOENIX_MIN_WORKERS"]) >= 2  # a sibling for the edge to retry on
+    assert env["PHOENIX_BACKUP_AT"] == "off"  # a service of its own in a cluster
     assert env["PHOENIX_HOME"].startswith("/")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # a read-only root file system
     assert values(runtime, "EXPOSE") == [env["PORT"]]
@@ -335,7 +339,7 @@ def test_every_service_is_restarted(compose: dict[str, Any]) -> None:
         assert service.get("restart") in {"always", "unless-stopped", "on-failure"}, name
 
 
-def test_app_collector_and_backup_share_the_journal(compose: dict[str, Any]) -> None:
+def test_app_and_backup_share_the_journal(compose: dict[str, Any]) -> None:
     home = environment(runtime_stage())["PHOENIX_HOME"]
     services = compose["services"]
     sources = set()
@@ -346,10 +350,13 @@ def test_app_collector_and_backup_share_the_journal(compose: dict[str, Any]) -> 
         sources.add(mounts(service)[home])
     [volume] = sources
     assert volume in compose["volumes"]  # a named volume: it outlives the containers
-    assert services["app"]["command"] == ["serve"]
-    assert services["app"]["environment"]["PHOENIX_SERVE_COLLECTOR"] == "false"
-    assert services["collector"]["command"] == ["collect"]
+    # `phoenix up` collects its own journal: no second collector on it.
+    assert services["app"]["command"] == ["up"]
+    assert "collector" not in services
+    assert "PHOENIX_SERVE_COLLECTOR" not in services["app"]["environment"]
     assert services["backup"]["entrypoint"] == ["phoenix-backup-loop"]
+    # The image's PHOENIX_BACKUP_AT is off: the backup service sets a time of its own.
+    assert services["backup"]["environment"]["PHOENIX_BACKUP_AT"] != "off"
     assert "/usr/local/bin/phoenix-backup-loop" in " ".join(values(runtime_stage(), "COPY"))
 
 
@@ -367,13 +374,11 @@ def test_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert services["app"]["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
     assert "8080:8080" in services["app"]["ports"]
-    # They serve no HTTP: the image's check on /health would call them unhealthy forever.
-    for name in ("collector", "backup"):
-        assert services[name]["healthcheck"] == {"disable": True}, name
+    # It serves no HTTP: the image's check on /health would call it unhealthy forever.
+    assert services["backup"]["healthcheck"] == {"disable": True}
     mongo_check = " ".join(services["mongo"]["healthcheck"]["test"])
     assert "mongosh" in mongo_check and "ping" in mongo_check
-    for name in ("collector", "backup"):
-        assert services[name]["depends_on"]["mongo"]["condition"] == "service_healthy"
+    assert services["backup"]["depends_on"]["mongo"]["condition"] == "service_healthy"
 
 
 def test_mongo_requires_authentication_and_keeps_its_data(compose: dict[str, Any]) -> None:
@@ -549,17 +554,23 @@ def test_the_backup_loop_goes_on_past_a_refused_backup_but_not_a_bad_configurati
     assert len((tmp_path / "calls").read_text().splitlines()) == calls
 
 
-def test_the_backup_loop_refuses_a_time_that_is_not_hh_mm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("at", "words"),
+    [("25:00", "PHOENIX_BACKUP_AT=25:00 is not valid"), ("off", "set the time of the daily")],
+)
+def test_the_backup_loop_refuses_a_time_that_is_not_hh_mm(
+    tmp_path: Path, at: str, words: str
+) -> None:
     calls = tmp_path / "calls"
     env = {
         "PATH": f"{stand_ins(tmp_path / 'bin')}:{os.environ['PATH']}",
-        "PHOENIX_BACKUP_AT": "25:00",
+        "PHOENIX_BACKUP_AT": at,
         "CALLS": str(calls),
         "SLEEPS": str(tmp_path / "sleeps"),
     }
     result = run([str(BACKUP_LOOP)], env=env)
     assert result.returncode == 78
-    assert "PHOENIX_BACKUP_AT=25:00 is not valid" in result.stderr
+    assert words in result.stderr
     assert not calls.exists()
 
 

@@ -3,8 +3,8 @@
 (kubernetes-validate, strict); the custom resources (KEDA, prometheus-operator) against the
 schemas vendored in deploy/kubernetes/schemas; checkov finds nothing but what the
 manifests suppress with a reason; and the objects say what the platform promises (probes,
-non-root, read-only root, the collector sidecar on the shared journal, scaling at 10 req/s
-per pod, a daily backup kept 7 days, the CPU peak alert and its route).
+non-root, read-only root, `phoenix up` with its collector on the pod's journal, scaling at
+10 req/s per pod, a daily backup kept 7 days, the CPU peak alert and its route).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_checkov_finds_nothing_but_suppressions_with_a_reason(
 def test_the_application_is_probed_on_health_and_ready(deployment: dict[str, Any]) -> None:
     [app] = deployment["spec"]["template"]["spec"]["containers"]
     assert app["name"] == "phoenix"
-    assert app["args"] == ["serve"]
+    assert app["args"] == ["up"]
     assert app["livenessProbe"]["httpGet"]["path"] == "/health"
     assert app["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert app["startupProbe"]["httpGet"]["path"] == "/health"
@@ -263,36 +263,29 @@ def test_the_application_is_probed_on_health_and_ready(deployment: dict[str, Any
     assert env["PORT"] == "8080"
     assert env["PHOENIX_HOST"] == "0.0.0.0"
     assert env["PHOENIX_HOME"] == HOME
-    assert env["PHOENIX_SERVE_COLLECTOR"] == "false"
+    # A /crash leaves a sibling worker for the in-container edge to retry on.
+    assert int(env["PHOENIX_MIN_WORKERS"]) >= 2
+    assert int(env["PHOENIX_MAX_WORKERS"]) >= int(env["PHOENIX_MIN_WORKERS"])
+    assert env["PHOENIX_BACKUP_AT"] == "off"  # the CronJob backs up
 
 
-def test_the_collector_sidecar_shares_the_journal_emptydir(deployment: dict[str, Any]) -> None:
+def test_phoenix_up_collects_its_journal_on_the_pods_emptydir(deployment: dict[str, Any]) -> None:
     spec = deployment["spec"]["template"]["spec"]
-    [collector] = spec["initContainers"]
+    # No sidecar: the stack's own collector tails the journal (a second one would be
+    # correct, positions commit with batches, but wasteful).
+    assert "initContainers" not in spec
     [app] = spec["containers"]
-    # A native sidecar: starts before the application, stops after it (its last pass
-    # collects the final requests).
-    assert collector["restartPolicy"] == "Always"
-    assert collector["args"] == ["collect"]
-    assert collector["image"] == app["image"]
-    assert env_of(collector)["PHOENIX_HOME"] == HOME
-
-    def journal_volume(container: dict[str, Any]) -> str:
-        # The volume holding $PHOENIX_HOME/journal: the deepest mount above it.
-        mounts = [
-            m
-            for m in container["volumeMounts"]
-            if f"{HOME}/journal".startswith(m["mountPath"].rstrip("/") + "/")
-        ]
-        mount = max(mounts, key=lambda m: len(m["mountPath"]))
-        assert not mount.get("readOnly", False)
-        assert "subPath" not in mount
-        name: str = mount["name"]
-        return name
-
-    shared = journal_volume(app)
-    assert journal_volume(collector) == shared
-    [volume] = [v for v in spec["volumes"] if v["name"] == shared]
+    assert "PHOENIX_SERVE_COLLECTOR" not in env_of(app)
+    # The volume holding $PHOENIX_HOME/journal: the deepest mount above it.
+    mounts = [
+        m
+        for m in app["volumeMounts"]
+        if f"{HOME}/journal".startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert not mount.get("readOnly", False)
+    assert "subPath" not in mount
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert "emptyDir" in volume
 
 
@@ -326,8 +319,8 @@ def test_every_container_runs_as_non_root_on_a_read_only_root(rendered: Rendered
 
 def test_overlays_set_their_own_image_tag_resources_and_host(rendered: Rendered) -> None:
     expected = {
-        "staging": ("main", "phoenix.staging.example.com", "512Mi"),
-        "production": ("0.1.0", "phoenix.example.com", "1Gi"),
+        "staging": ("main", "phoenix.staging.example.com", "704Mi"),
+        "production": ("0.1.0", "phoenix.example.com", "1280Mi"),
     }[rendered.overlay]
     tag, host, memory = expected
     for name, spec in pod_specs(rendered):

@@ -174,9 +174,22 @@ def test_backend_maxconn_and_timeouts_are_rendered() -> None:
     assert "timeout server 45s" in defaults
     assert "timeout queue 3s" in defaults
     assert "timeout http-keep-alive 500ms" in defaults
-    assert {"timeout connect 5s", "timeout client 30s", "timeout http-request 10s"} <= set(defaults)
+    assert {"timeout connect 5s", "timeout client 75s", "timeout http-request 10s"} <= set(defaults)
     assert "hard-stop-after 2m" in lines_of(text, "global")
     assert text.splitlines()[-1].endswith("maxconn 8")
+
+
+def test_an_idle_client_connection_outlives_a_load_balancers_idle_timeout(text: str) -> None:
+    # Behind an ALB or ingress-nginx (60 s idle), the balancer must close first, or it sends
+    # a request into a connection the edge is closing: a 502 it never retries. HAProxy closes
+    # an idle connection after the shorter of these two (measured: 30 s with client 30s).
+    seconds = {
+        name: int(value.removesuffix("s"))
+        for line in lines_of(text, "defaults")
+        if line.startswith("timeout ")
+        for name, value in [line.split()[1:]]
+    }
+    assert min(seconds["client"], seconds["http-keep-alive"]) > 60
 
 
 def test_keep_alive_with_clients_and_a_fresh_connection_per_request_to_the_app(

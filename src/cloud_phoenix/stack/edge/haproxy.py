@@ -83,8 +83,9 @@ class EdgeConfig:
     # A loopback connect to the supervisor's socket completes at once even while gunicorn
     # restarts; it only waits when that backlog is full, and 5 s of that is an outage.
     timeout_connect: str = "5s"
-    # A client idle mid-request or mid-response: generous for a slow mobile link.
-    timeout_client: str = "30s"
+    # A client idle mid-request or mid-response (generous for a slow mobile link), and the
+    # cap of timeout_http_keep_alive: HAProxy closes an idle connection after the shorter.
+    timeout_client: str = "75s"
     # Waiting for the app's answer: a /generatecert waits up to ~5 s for a key under
     # load, and a request may sit in the backlog through a gunicorn restart first.
     timeout_server: str = "30s"
@@ -93,8 +94,12 @@ class EdgeConfig:
     # Waiting in HAProxy's queue for one of backend_maxconn slots: past it a 503 is
     # better than an answer the client has stopped waiting for.
     timeout_queue: str = "10s"
-    # A client idle between two requests: keep-alive is cheap, a slot held for ever is not.
-    timeout_http_keep_alive: str = "10s"
+    # A client idle between two requests. Longer than a load balancer's idle timeout (the
+    # ALB's and ingress-nginx's 60 s) in front of a container's edge: the balancer, not the
+    # edge, closes an idle connection, so it never sends a request into one that the edge is
+    # closing (a 502 it would not retry). nginx's default; an idle connection costs little,
+    # and the request head still has timeout_http_request.
+    timeout_http_keep_alive: str = "75s"
     # One /health answer after the connect: a CPU-saturated worker is slow, not dead.
     timeout_check: str = "2s"
     # Failed checks in a row (1 s apart) before a server is DOWN. One host: about 5 s of
