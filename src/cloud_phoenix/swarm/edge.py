@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds: HAProxy's req_rate is a per-second figure
 IMAGE_USER = 10001  # the image's unprivileged uid and gid (the Dockerfile's `phoenix`)
-# A replica that fails two checks in a row (2 s) is taken out; the others serve meanwhile,
-# and a request sent to it before that is resent to another one.
-CHECK_FALL = 2
 
 
 def edge_config(settings: Settings, edge_fd: int, as_root: bool) -> haproxy.EdgeConfig:
@@ -51,7 +48,6 @@ def edge_config(settings: Settings, edge_fd: int, as_root: bool) -> haproxy.Edge
         stats_socket=settings.run_dir.resolve() / "edge.sock",
         served_by="phoenix-swarm-edge",
         hard_stop_after=f"{settings.graceful_timeout:g}s",
-        check_fall=CHECK_FALL,
         run_as=IMAGE_USER if as_root else None,
     )
 

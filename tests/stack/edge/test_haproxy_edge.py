@@ -446,7 +446,7 @@ def test_two_haproxies_share_the_socket_for_a_seamless_reload(edge: Edge) -> Non
         {},
         {"servers": ("[::1]:8000",), "served_by": "x"},
         {"servers": ("localhost:8000",), "no_retry_paths": ("/crash", "/admin/")},
-        {"servers": tuple(f"127.0.1.{n}:8080" for n in range(1, 9)), "check_fall": 2},
+        {"servers": tuple(f"127.0.1.{n}:8080" for n in range(1, 9))},
         {"retries": 0, "maxconn": 1, "backend_maxconn": 1, "max_body_bytes": 1},
         {"timeout_server": "2m", "timeout_check": "500ms", "hard_stop_after": "1h"},
     ],

@@ -139,9 +139,9 @@ def test_health_check_tolerates_a_gunicorn_restart(text: str) -> None:
 
 def test_a_cluster_edge_checks_every_replica_and_resends_to_another() -> None:
     replicas = tuple(f"127.0.1.{n}:8080" for n in range(1, 4))
-    back = lines_of(render(edge_config(servers=replicas, check_fall=2)), "backend app")
+    back = lines_of(render(edge_config(servers=replicas)), "backend app")
     assert [line for line in back if line.startswith("server ")] == [
-        f"server app{n} 127.0.1.{n}:8080 check inter 1s fall 2 rise 1 maxconn 64"
+        f"server app{n} 127.0.1.{n}:8080 check inter 1s fall 5 rise 1 maxconn 64"
         for n in range(1, 4)
     ]
     # Every retry goes to another server; the same rules as on one host otherwise.
@@ -363,10 +363,8 @@ def test_every_method_the_application_routes_passes_the_edge() -> None:
         {"servers": ()},
         {"servers": "127.0.0.1:8080"},
         {"servers": ("127.0.1.1:8080", "127.0.1.2:80\n    server evil 10.0.0.1:80")},
-        {"check_fall": 0},
         {"run_as": 0},
         {"run_as": True},
-        {"check_rise": 0},
         {"stats_socket": Path("/tmp/a\nb.sock")},
         {"stats_socket": Path("/tmp/\u00e9.sock")},
         {"stats_socket": Path("/tmp/" + "x" * 93)},

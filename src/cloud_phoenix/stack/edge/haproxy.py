@@ -102,13 +102,6 @@ class EdgeConfig:
     timeout_http_keep_alive: str = "75s"
     # One /health answer after the connect: a CPU-saturated worker is slow, not dead.
     timeout_check: str = "2s"
-    # Failed checks in a row (1 s apart) before a server is DOWN. One host: about 5 s of
-    # silence, since a gunicorn restart (1-2 s in the backlog) must not mark the only
-    # server DOWN: HAProxy would then answer 503 at once instead of letting requests wait.
-    # A cluster can take a replica out sooner: the others serve while it is away.
-    check_fall: int = 5
-    # Good checks before it is UP again: back in service on the first good answer.
-    check_rise: int = 1
     # A request in flight on a worker that dies is sent again. Under a crash storm (a
     # /crash every 250 ms) a slow request can be caught by more than one crash: 3 retries
     # were exhausted about once in a few thousand requests, 5 were not in our drills.
@@ -155,8 +148,6 @@ def _check(config: EdgeConfig) -> None:
         "retries": 0,
         "maxconn": 1,
         "backend_maxconn": 1,
-        "check_fall": 1,
-        "check_rise": 1,
     }
     for name, bound in least.items():
         value = getattr(config, name)
@@ -344,9 +335,14 @@ def render(config: EdgeConfig) -> str:
         f"    http-check send hdr User-Agent {HEALTH_CHECK_AGENT} hdr {PROBE_HEADER} edge",
         "    http-check expect status 200",
         f"    timeout check {config.timeout_check}",
+        # fall 5 (about 15 s of silence): a gunicorn restart, 1-2 s in the backlog, must not
+        # mark the only server DOWN, since HAProxy then answers 503 at once instead of
+        # letting requests wait; in a cluster, replicas starved of CPU while others start
+        # must not all go DOWN together. A replica that is gone refuses at once, and the
+        # request is resent to another. rise 1: back in service on the first good answer.
         *(
-            f"    server {SERVER_PREFIX}{n} {backend_address(server)} check inter 1s "
-            f"fall {config.check_fall} rise {config.check_rise} maxconn {config.backend_maxconn}"
+            f"    server {SERVER_PREFIX}{n} {backend_address(server)} check inter 1s fall 5 "
+            f"rise 1 maxconn {config.backend_maxconn}"
             for n, server in enumerate(config.servers, 1)
         ),
         "",
