@@ -71,3 +71,9 @@ def test_up_twice_on_one_state_folder_is_refused(tmp_path: Path) -> None:
     assert result.returncode == exitcodes.TEMPFAIL
     assert "http://127.0.0.1:18080" in result.stderr and "scripts/swarm down" in result.stderr
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_offline_build_without_a_ca_bundle_is_refused_first(tmp_path: Path) -> None:
+    result = swarm("up", "--offline", f"--state={tmp_path / 'state'}")
+    assert result.returncode == exitcodes.USAGE
+    assert "--rds-ca-bundle" in result.stderr and not (tmp_path / "state").exists()

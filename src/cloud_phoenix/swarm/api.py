@@ -212,21 +212,21 @@ class DockerApi:
 
     def scale(self, name: str, replicas: int, attempts: int = 3) -> Service:
         """Set the service's replicas, reading it afresh if someone updated it meanwhile."""
-        for attempt in range(attempts):
+        for attempt in range(1, attempts + 1):
             service = self.service(name)
             if service.replicas == replicas:
-                return service
+                break
             spec = json.loads(json.dumps(service.spec))
             spec.setdefault("Mode", {}).setdefault("Replicated", {})["Replicas"] = replicas
             try:
                 self.update_service(service, spec)
-                return self.service(name)
+                break
             except DockerApiError as exc:
                 # "update out of sequence": another update went in between; read again.
-                if "out of sequence" not in str(exc) or attempt == attempts - 1:
+                if "out of sequence" not in str(exc) or attempt == attempts:
                     raise
                 time.sleep(0.1)
-        raise AssertionError("unreachable")
+        return self.service(name)
 
     def tasks(self, service: str) -> list[Task]:
         query = {"filters": json.dumps({"service": [service]})}

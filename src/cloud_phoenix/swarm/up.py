@@ -141,6 +141,12 @@ class SwarmUp:
                 "first, or give another state folder",
                 exitcodes.TEMPFAIL,
             )
+        if options.build and options.offline and options.rds_ca_bundle is None:
+            raise CannotStart(
+                "an offline build cannot fetch the RDS CA bundle from AWS: give a local copy "
+                "with --rds-ca-bundle FILE",
+                exitcodes.USAGE,
+            )
         _check_port_free(options.port)
         stack_file = options.repo / STACK_FILE
         if not stack_file.is_file():
@@ -163,12 +169,7 @@ class SwarmUp:
         if options.build:
             self.progress(f"building {options.image} from {options.repo / 'Dockerfile'}")
             builder = ImageBuilder(docker, options.repo, sink=self.build_output)
-            if options.offline:
-                if options.rds_ca_bundle is None:
-                    raise CannotStart(
-                        "an offline build needs a local RDS CA bundle (--rds-ca-bundle FILE)",
-                        exitcodes.USAGE,
-                    )
+            if options.offline and options.rds_ca_bundle is not None:
                 built = builder.build_offline(options.image, options.rds_ca_bundle)
             else:
                 built = builder.build(options.image, rds_ca_bundle=options.rds_ca_bundle)
