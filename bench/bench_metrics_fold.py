@@ -56,7 +56,7 @@ def dead_workers(directory: Path, count: int) -> None:
     argv = [sys.executable, "-c", WORKERS, str(directory), str(count)]
     subprocess.run(argv, env=env, check=True, timeout=600)
     for gauge in directory.glob("gauge_live*.db"):
-        mark_process_dead(int(gauge.stem.rpartition("_")[2]), str(directory))
+        mark_process_dead(int(gauge.stem.rpartition("_")[2]), str(directory))  # type: ignore[no-untyped-call]
 
 
 def figures(directory: Path) -> dict[Key, float]:

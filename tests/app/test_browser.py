@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ from playwright.sync_api import (
 from cloud_phoenix.app.routes import CRASH_EXIT_CODE
 from tests.fixtures.browser import ARTIFACTS, WAIT_MS, PageWatch
 from tests.fixtures.server import PhoenixProcess
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,18 @@ def test_catalogue_lists_and_tries_endpoints(
 
     # The collector moves journal lines to the store every 0.2 s: ask again until it has.
     logs = section(page, "/logs")
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while True:
+
+    def certificate_request_shown() -> str | None:
         wait_for_status(press_try(page, "/logs"), 200)
-        shown = logs.locator(".result pre.json").inner_text()
-        if '"path": "/generatecert"' in shown or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert '"path": "/generatecert"' in shown, shown[:2000]
+        text = logs.locator(".result pre.json").inner_text()
+        return text if '"path": "/generatecert"' in text else None
+
+    shown = eventually(
+        certificate_request_shown,
+        WAIT_MS / 1000,
+        what="/logs in the page to show the certificate request",
+        interval=0.3,  # each look is a click and a round trip
+    )
     assert '"status": 200' in shown
 
     def dismiss(dialog: Dialog) -> None:

@@ -4,7 +4,6 @@ with a collector child plugged in as `phoenix serve` plugs it."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -18,9 +17,12 @@ from cloud_phoenix.collector.keeper import CollectorChild
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, journal_files
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
+from tests.fixtures.waiting import eventually
 
 
-def make_client(home: Path, **env: str) -> TestClient:
+def make_client(home: Path, collect: bool = False, **env: str) -> TestClient:
+    """The application on a SQLite store in `home`; with `collect`, a collector child plugged
+    in as `phoenix serve` plugs it (most tests here read the journal, not the store)."""
     settings = Settings.from_env(
         {
             "PHOENIX_HOME": str(home),
@@ -29,13 +31,20 @@ def make_client(home: Path, **env: str) -> TestClient:
             **env,
         }
     )
-    collector = Extension(lifetime=partial(CollectorChild, settings))
-    return TestClient(create_app(settings, extensions=[collector]), raise_server_exceptions=False)
+    extensions = [Extension(lifetime=partial(CollectorChild, settings))] if collect else []
+    return TestClient(create_app(settings, extensions=extensions), raise_server_exceptions=False)
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with make_client(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def collected(tmp_path: Path) -> Iterator[TestClient]:
+    """A client whose application copies its journal into the store, as `phoenix serve` does."""
+    with make_client(tmp_path, collect=True) as c:
         yield c
 
 
@@ -47,12 +56,8 @@ def journal_lines(home: Path) -> list[dict[str, object]]:
 
 
 def wait_collected(client: TestClient, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if client.app.state.runtime.store.count() >= count:  # type: ignore[attr-defined]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"collector did not reach {count} records")
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    eventually(lambda: store.count() >= count, what=f"{count} records collected")
 
 
 def test_every_request_is_journaled_once_with_its_fields(
@@ -122,14 +127,14 @@ def test_generatecert_gives_a_fresh_key_never_written_anywhere(
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_logs_pages_through_every_record_once(client: TestClient) -> None:
+def test_logs_pages_through_every_record_once(collected: TestClient) -> None:
     for n in range(25):
-        client.get(f"/health?n={n}")
-    wait_collected(client, 25)
+        collected.get(f"/health?n={n}")
+    wait_collected(collected, 25)
     seen: list[str] = []
     url = "/logs?limit=7&path=/health"
     while True:
-        page = client.get(url).json()
+        page = collected.get(url).json()
         seen += [r["query"] for r in page["records"]]
         if page["next"] is None:
             break
@@ -137,14 +142,14 @@ def test_logs_pages_through_every_record_once(client: TestClient) -> None:
     assert seen == [f"n={n}" for n in reversed(range(25))]
 
 
-def test_logs_filters_by_status_and_time(client: TestClient) -> None:
-    client.get("/missing")
-    client.get("/health")
-    wait_collected(client, 2)
-    missing = client.get("/logs?status=404").json()["records"]
+def test_logs_filters_by_status_and_time(collected: TestClient) -> None:
+    collected.get("/missing")
+    collected.get("/health")
+    wait_collected(collected, 2)
+    missing = collected.get("/logs?status=404").json()["records"]
     assert [r["path"] for r in missing] == ["/missing"]
-    assert client.get("/logs?since=2999-01-01T00:00:00Z").json()["records"] == []
-    assert client.get("/logs?until=2000-01-01T00:00:00%2B02:00").json()["records"] == []
+    assert collected.get("/logs?since=2999-01-01T00:00:00Z").json()["records"] == []
+    assert collected.get("/logs?until=2000-01-01T00:00:00%2B02:00").json()["records"] == []
 
 
 def test_the_aliases_of_the_node_application_answer(client: TestClient) -> None:
@@ -262,18 +267,18 @@ def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_header(
     assert response.json()["error"] == "not found"
 
 
-def test_the_document_declares_the_cursors_shape(client: TestClient) -> None:
+def test_the_document_declares_the_cursors_shape(collected: TestClient) -> None:
     # What the document allows for `before`, Cursor.decode accepts (tests/store/test_cursor.py).
-    document = client.get("/openapi.json").json()
+    document = collected.get("/openapi.json").json()
     declared = {"type": "string", "pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX_LENGTH}
     for path in ("/logs", "/querylogs"):
         parameters = document["paths"][path]["get"]["parameters"]
         [before] = [p for p in parameters if p["name"] == "before"]
         assert declared in before["schema"]["anyOf"]
-    client.get("/health")
-    wait_collected(client, 2)
-    page = client.get("/logs", params={"limit": 1}).json()
-    assert client.get("/logs", params={"before": page["next"]}).json()["count"] == 1
+    collected.get("/health")
+    wait_collected(collected, 2)
+    page = collected.get("/logs", params={"limit": 1}).json()
+    assert collected.get("/logs", params={"before": page["next"]}).json()["count"] == 1
 
 
 def test_a_logs_record_is_the_journal_position_and_the_records_fields() -> None:

@@ -13,7 +13,6 @@ happen, and they must match the document like any other.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemathesis.openapi import from_url
 
 from tests.fixtures.server import PhoenixProcess, start_phoenix
+from tests.fixtures.waiting import eventually
 
 if TYPE_CHECKING:
     from schemathesis import CheckFunction
@@ -72,12 +72,13 @@ def _serve(home: Path, env: dict[str, str] | None = None) -> Iterator[PhoenixPro
 
 def _await_records(server: PhoenixProcess, at_least: int, timeout: float = 15.0) -> None:
     """Wait until the collector has stored `at_least` records, so /logs answers with some."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{server.url}/logs", params={"limit": at_least}).json()["count"] >= at_least:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the collector stored fewer than {at_least} records in {timeout} s")
+    eventually(
+        lambda: (
+            httpx.get(f"{server.url}/logs", params={"limit": at_least}).json()["count"] >= at_least
+        ),
+        timeout,
+        what=f"{at_least} records collected",
+    )
 
 
 @pytest.fixture(scope="module")

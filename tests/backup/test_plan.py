@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from cloud_phoenix.backup import (
     BackupError,
     BackupInfo,
+    BackupResult,
     DailyBackups,
     JournalDay,
     PrunePlan,
@@ -304,8 +305,13 @@ def test_daily_backups_start_once_a_day_in_a_thread(tmp_path: Path) -> None:
 def test_daily_backups_off_start_none(tmp_path: Path) -> None:
     clock = [datetime(2026, 3, 1, 2, 0)]
     calls: list[Settings] = []
+
+    def runner(settings: Settings) -> BackupResult:
+        calls.append(settings)
+        raise AssertionError("no backup may run")
+
     settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path), "PHOENIX_BACKUP_AT": "off"})
-    job = DailyBackups(settings, clock=lambda: clock[0], runner=calls.append)
+    job = DailyBackups(settings, clock=lambda: clock[0], runner=runner)
     for day in range(1, 4):
         for hour in range(24):
             clock[0] = datetime(2026, 3, day, hour, 0)

@@ -24,6 +24,8 @@ from cryptography import x509
 from cloud_phoenix import exitcodes
 from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError
 from cloud_phoenix.certs.schedtick import ticking_cpus
+from cloud_phoenix.config import Settings
+from tests.fixtures.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,7 @@ def test_a_killed_child_fails_its_request_and_the_next_one_starts_a_new_child() 
             first = maker.pid
             assert first is not None
             pending = asyncio.ensure_future(maker.make())
-            await asyncio.sleep(0.005)  # the request is in the child's hands
+            await eventually_async(lambda: maker._pending, what="the request in the child's hands")
             os.kill(first, signal.SIGKILL)
             with pytest.raises(KeyMakerError, match="exit code -9"):
                 await pending
@@ -203,12 +205,18 @@ def wake_ups(pids: list[int], seconds: float) -> list[dict[int, int]]:
     """For each of `pids`, per CPU, how often its tick thread for that CPU woke up in the
     next `seconds` (all measured over the same time)."""
     before = [tick_threads(pid) for pid in pids]
-    time.sleep(seconds)
+    time.sleep(seconds)  # the span measured, on purpose
     after = [tick_threads(pid) for pid in pids]
     return [
         {min(cpus): now[tid][1] - switches for tid, (cpus, switches) in then.items()}
         for then, now in zip(before, after, strict=True)
     ]
+
+
+def ticking(*pids: int) -> list[int]:
+    """The CPUs that a tick thread of one of `pids` ticks now (at 1 ms, 20 wake-ups in 20 ms;
+    a thread that waits for a claim wakes every 0.1 s, an idle one not at all)."""
+    return sorted({cpu for t in wake_ups(list(pids), 0.02) for cpu, n in t.items() if n >= 5})
 
 
 class Busy:
@@ -292,12 +300,12 @@ def test_the_child_ticks_every_cpu_at_real_time_priority_only_while_it_makes_key
 ) -> None:
     busy = Busy(25 * len(CPUS), 1000, *prefix).start()  # about a second of keys per CPU
     try:
-        time.sleep(0.2)
+        eventually(lambda: ticking(busy.process.pid) == CPUS, what="a tick on every CPU")
         (ticks,) = wake_ups([busy.process.pid], 0.3)
         assert sorted(ticks) == CPUS  # one tick thread per CPU, pinned to it
         assert all(count >= 100 for count in ticks.values()), ticks  # ~280 at 1 ms
         busy.drained(60)  # every key made: idle now
-        time.sleep(0.1)
+        eventually(lambda: ticking(busy.process.pid) == [], what="no tick once idle")
         (idle,) = wake_ups([busy.process.pid], 0.3)
         assert all(count <= 2 for count in idle.values()), idle
     finally:
@@ -309,7 +317,8 @@ def test_the_child_ticks_every_cpu_at_real_time_priority_only_while_it_makes_key
 def test_one_tick_per_cpu_for_the_whole_host_however_many_key_makers() -> None:
     makers = [Busy(25 * len(CPUS)).start() for _ in range(2)]
     try:
-        time.sleep(0.2)
+        pids = [maker.process.pid for maker in makers]
+        eventually(lambda: ticking(*pids) == CPUS, what="a tick on every CPU")
         ticks = wake_ups([maker.process.pid for maker in makers], 0.3)
     finally:
         for maker in makers:
@@ -324,12 +333,14 @@ def test_one_tick_per_cpu_for_the_whole_host_however_many_key_makers() -> None:
 @needs_root
 def test_a_key_maker_killed_while_it_ticks_leaves_its_cpus_to_the_next() -> None:
     first = Busy(25 * len(CPUS)).start()
-    time.sleep(0.2)  # the first one holds every CPU's claim
+    eventually(lambda: ticking(first.process.pid) == CPUS, what="the first holding every claim")
     second = Busy(25 * len(CPUS)).start()
     try:
-        time.sleep(0.1)
+        eventually(  # its tick threads look at the claims every 0.1 s
+            lambda: len(tick_threads(second.process.pid)) == len(CPUS), what="second's threads"
+        )
         first.kill()  # kill -9: no chance to let go of its claims itself
-        time.sleep(0.2)  # the second looks at the claims every 0.1 s
+        eventually(lambda: ticking(second.process.pid) == CPUS, what="the second taking over")
         (ticks,) = wake_ups([second.process.pid], 0.3)
         assert sorted(ticks) == CPUS
         assert all(count >= 100 for count in ticks.values()), ticks
@@ -342,7 +353,7 @@ def test_a_key_maker_killed_while_it_ticks_leaves_its_cpus_to_the_next() -> None
 def test_without_real_time_priority_the_child_says_so_once_and_makes_keys() -> None:
     busy = Busy(2 * len(CPUS), 1000, *NO_SYS_NICE)
     busy.start()
-    time.sleep(0.3)
+    eventually(lambda: busy.made, what="a key made: a tick would have started")
     assert tick_threads(busy.process.pid) == {}
     err = busy.finish()
     assert err.count("no scheduling tick of its own") == 1, err
@@ -354,6 +365,20 @@ def test_no_tick_when_a_cpu_stays_free_of_key_threads_or_when_it_is_off() -> Non
     if len(CPUS) > 1:
         assert ticking_cpus(len(CPUS) - 1) == []
     busy = Busy(2 * len(CPUS), 0).start()  # tick period 0: off
-    time.sleep(0.3)
+    eventually(lambda: busy.made, what="a key made: a tick would have started")
     assert tick_threads(busy.process.pid) == {}
     assert busy.finish() == ""
+
+
+@needs_root
+def test_a_key_maker_with_the_default_settings_runs_no_real_time_thread() -> None:
+    async def scenario() -> None:
+        maker = KeyMaker(len(CPUS), Settings.from_env({}).cert_tick)  # as create_app builds it
+        try:
+            await asyncio.gather(*(maker.make() for _ in range(len(CPUS))))
+            assert maker.pid is not None
+            assert tick_threads(maker.pid) == {}  # a tick's threads exist from the child's start
+        finally:
+            await maker.close()
+
+    run(scenario())

@@ -11,14 +11,14 @@ import os
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fixtures.server import PhoenixProcess, running_stack, start_phoenix
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +62,6 @@ def phoenix(home: Path, *args: str, db_url: str | None = None) -> subprocess.Com
     )
 
 
-def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def ask(server: PhoenixProcess, count: int) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for n in range(count):
@@ -80,7 +72,7 @@ def sqlite_files(home: Path) -> list[Path]:
     """The SQLite database and its -wal and -shm, once all three exist."""
     [db] = (home / "db").glob("*.sqlite3")
     files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
-    until(lambda: all(path.exists() for path in files), "the database's -wal and -shm")
+    eventually(lambda: all(p.exists() for p in files), 30, what="the database's -wal and -shm")
     return files
 
 
@@ -94,8 +86,8 @@ def test_up_creates_nothing_world_readable(tmp_path: Path, login_umask: None) ->
         made_by_the_test = frozenset({home, stack.output})  # the fixture's, not phoenix's
         ask(stack, 20)
         status = home / "run" / "status.json"
-        until(status.exists, "run/status.json")
-        until(lambda: len(list(home.glob("logs/*.log"))) >= 2, "the server logs")
+        eventually(status.exists, 30, what="run/status.json")
+        eventually(lambda: len(list(home.glob("logs/*.log"))) >= 2, 30, what="the server logs")
         # While the stack runs: SQLite removes -wal and -shm when the last connection closes.
         named = [*sqlite_files(home), status, *sorted(home.glob("logs/*.log"))]
         assert all(mode == "0o640" for mode in modes(named).values()), modes(named)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from cloud_phoenix.exitcodes import CANTCREAT as EXIT_CANTCREAT
 from cloud_phoenix.exitcodes import CONFIG as EXIT_CONFIG
 from cloud_phoenix.exitcodes import TEMPFAIL as EXIT_TEMPFAIL
 from cloud_phoenix.store import LogQuery, open_store
-from tests.fixtures.server import PhoenixProcess, free_port, start_phoenix
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import PhoenixProcess, start_phoenix
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -180,33 +181,34 @@ def children(pid: int, argument: bytes) -> list[int]:
     return found
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("not reached in time")
-
-
 def test_the_collector_is_a_child_at_idle_priority_restarted_when_killed(tmp_path: Path) -> None:
     """Killed with -9, the collector comes back and records what was served meanwhile."""
     server = start_phoenix(tmp_path / "home", env={"PHOENIX_COLLECT_INTERVAL": "0.05"})
     try:
-        wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+        eventually(
+            lambda: len(collector_children(server.process.pid)) == 1, 15, what="one collector"
+        )
         [first] = collector_children(server.process.pid)
         # Idle priority: it takes only CPU time the server leaves over (the journal absorbs
         # bursts), so it never slows the requests down.
-        wait_for(lambda: os.sched_getscheduler(first) == os.SCHED_IDLE)  # set just after start
+        eventually(lambda: os.sched_getscheduler(first) == os.SCHED_IDLE, 15, what="SCHED_IDLE")
         os.kill(first, 9)
         with httpx.Client(base_url=server.url) as client:
             for n in range(20):
                 assert client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).is_success
-        wait_for(lambda: collector_children(server.process.pid) not in ([], [first]))
+        eventually(
+            lambda: collector_children(server.process.pid) not in ([], [first]),
+            15,
+            what="a new collector",
+        )
         store = open_store(f"sqlite:///{server.home}/db/phoenix.sqlite3")
         try:
             wanted = {f"gap-{n}" for n in range(20)}
-            wait_for(lambda: wanted <= {r.record.request_id for r in store.query(LogQuery())})
+            eventually(
+                lambda: wanted <= {r.record.request_id for r in store.query(LogQuery())},
+                15,
+                what="the requests served meanwhile, collected",
+            )
         finally:
             store.close()
     finally:
@@ -217,11 +219,13 @@ def test_the_collector_dies_with_a_killed_server(tmp_path: Path) -> None:
     """kill -9 of `phoenix serve` takes its collector along (PR_SET_PDEATHSIG): no orphan
     keeps the database open or tails a journal that a restarted server tails too."""
     server = start_phoenix(tmp_path / "home")
-    wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+    eventually(lambda: len(collector_children(server.process.pid)) == 1, 15, what="one collector")
     [child] = collector_children(server.process.pid)
     server.process.kill()
     server.process.wait(10)
-    wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), timeout=20)
+    eventually(
+        lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 20, what="no collector"
+    )
 
 
 def test_certificates_go_on_when_the_key_maker_is_killed_and_it_dies_with_the_server(
@@ -248,7 +252,9 @@ def test_certificates_go_on_when_the_key_maker_is_killed_and_it_dies_with_the_se
         assert second != first
     server.process.kill()
     server.process.wait(10)
-    wait_for(lambda: not Path(f"/proc/{second}").exists() or _zombie(second), timeout=20)
+    eventually(
+        lambda: not Path(f"/proc/{second}").exists() or _zombie(second), 20, what="no key maker"
+    )
     assert "key generator" in server.log_tail(50)
 
 
@@ -264,7 +270,9 @@ def test_ctrl_c_stops_serve_and_its_collector_once(tmp_path: Path) -> None:
     its own, does not see it and is stopped by the server, not taken for a crash."""
     server = start_phoenix(tmp_path / "home", env={"PHOENIX_COLLECT_INTERVAL": "5"})
     try:
-        wait_for(lambda: len(collector_children(server.process.pid)) == 1)
+        eventually(
+            lambda: len(collector_children(server.process.pid)) == 1, 15, what="one collector"
+        )
         with httpx.Client(base_url=server.url) as client:
             for n in range(10):
                 client.get("/health", headers={"X-Request-ID": f"int-{n}"})
@@ -382,11 +390,17 @@ def test_a_stop_while_the_collector_waits_to_be_restarted_collects_everything(
     try:
         killed: list[int] = []
         for _ in range(5):
-            wait_for(lambda: collector_children(server.process.pid) not in ([], killed[-1:]))
+            eventually(
+                lambda: collector_children(server.process.pid) not in ([], killed[-1:]),
+                15,
+                what="a new collector",
+            )
             [child] = collector_children(server.process.pid)
             os.kill(child, signal.SIGKILL)
             killed.append(child)
-            wait_for(lambda: not Path(f"/proc/{killed[-1]}").exists())  # reaped by its keeper
+            eventually(  # reaped by its keeper
+                lambda: not Path(f"/proc/{killed[-1]}").exists(), 15, what="the killed one reaped"
+            )
         with httpx.Client(base_url=server.url) as client:
             for n in range(10):
                 client.get("/health", headers={"X-Request-ID": f"gap-{n}"}).raise_for_status()

@@ -26,6 +26,7 @@ from cloud_phoenix.stack.status import read_status
 from cloud_phoenix.store import Cursor, LogQuery, LogStore, StoreError, open_store
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import PhoenixProcess, running_stack, start_phoenix
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.drill
 
@@ -43,18 +44,16 @@ def stored_ids(store: LogStore) -> Counter[str]:
 
 
 def wait_for_ids(store: LogStore, wanted: set[str], timeout: float = 30.0) -> Counter[str]:
-    """Every stored request id, once all of `wanted` are in the store (or the time is up)."""
-    deadline = time.monotonic() + timeout
-    ids: Counter[str] = Counter()
-    while time.monotonic() < deadline:
-        try:
-            ids = stored_ids(store)
-        except StoreError:  # the store may still be coming back
-            ids = Counter()
-        if wanted <= set(ids):
-            break
-        time.sleep(0.2)
-    return ids
+    """Every stored request id, once all of `wanted` are in the store."""
+
+    def all_stored() -> Counter[str] | None:
+        ids = stored_ids(store)
+        return ids if wanted <= set(ids) else None
+
+    # A StoreError: the store may still be coming back. Each look reads the whole store.
+    return eventually(
+        all_stored, timeout, what=f"{len(wanted)} ids stored", ignore=(StoreError,), interval=0.2
+    )
 
 
 class JournalFeeder:
@@ -81,7 +80,7 @@ class JournalFeeder:
             )
             self.written.append(rid)
             if n % 200 == 0:
-                time.sleep(0.01)
+                time.sleep(0.01)  # paced on purpose, as live traffic arrives
         self._writer.close()
 
     def __enter__(self) -> JournalFeeder:
@@ -125,7 +124,7 @@ def test_kill_9_mid_batch_loses_and_doubles_nothing(tmp_path: Path, db_url: str)
     with JournalFeeder(home / "journal", total) as feeder:
         for _ in range(10):
             process = collector_process(home, db_url)
-            time.sleep(rng.uniform(0.15, 0.6))
+            time.sleep(rng.uniform(0.15, 0.6))  # a random instant, the thing under test
             process.send_signal(signal.SIGKILL)
             process.wait(10)
             kills += 1
@@ -178,7 +177,7 @@ def test_database_outage_mid_stream_loses_and_doubles_nothing(
                         (answered if response.status_code == 200 else failed).append(rid)
                     except httpx.HTTPError:
                         failed.append(rid)
-                    time.sleep(0.02)
+                    time.sleep(0.02)  # paced on purpose: about 50 requests a second
 
             traffic(1.5)
             postgres_server.stop()
@@ -271,14 +270,15 @@ def test_a_collector_stopped_while_it_starts_still_makes_its_last_pass(tmp_path:
 
 def running_collector(stack: PhoenixProcess, not_one_of: list[int]) -> int:
     """The pid of the stack's collector once it runs and is none of `not_one_of`."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def new_collector() -> int | None:
         status = read_status(stack.home / "run")
         child = status.children.get("collector") if status else None
         if child and child.running and child.pid and child.pid not in not_one_of:
             return child.pid
-        time.sleep(0.02)
-    raise AssertionError("no new collector within 15 s")
+        return None
+
+    return eventually(new_collector, 15, what="a new collector")
 
 
 def test_a_stack_stopped_while_its_collector_waits_to_be_restarted_collects_everything(

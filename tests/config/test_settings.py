@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,10 @@ def test_invalid_values_name_the_variable(name: str, value: str, words: str) -> 
         Settings.from_env({name: value})
 
 
-def test_the_key_makers_tick_is_read_in_milliseconds_and_zero_turns_it_off() -> None:
-    assert Settings.from_env({}).cert_tick == 0.001
+def test_the_key_makers_tick_is_off_unless_asked_and_read_in_milliseconds() -> None:
+    assert Settings.from_env({}).cert_tick == 0.0  # no real-time thread unless asked
+    assert Settings().cert_tick == 0.0
+    assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "1"}).cert_tick == 0.001
     assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0.5"}).cert_tick == 0.0005
     assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0"}).cert_tick == 0.0
 
@@ -118,7 +121,7 @@ def test_forwarded_allow_ips() -> None:
 
 README = Path(__file__).parents[2] / "README.md"
 # Defaults the README says in words: what setting the variable to mean would be.
-SPOKEN_DEFAULTS = {
+SPOKEN_DEFAULTS: dict[str, Callable[[], str]] = {
     "CPU count": lambda: str(os.cpu_count() or 1),
     "found on `PATH`": lambda: "",
     "none": lambda: "",

@@ -36,8 +36,8 @@ from tests.fixtures.containers import (
     phoenix_home,
     run_detached,
     server_address,
-    wait_for,
 )
+from tests.fixtures.waiting import eventually
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
@@ -71,10 +71,11 @@ def served(image: BuildResult, docker: DockerCli) -> Iterator[Server]:
         image.tag,
     ).stdout.strip()
     try:
-        wait_for(
+        eventually(
             lambda: inspect(docker, cid, "{{.State.Health.Status}}") == "healthy",
             90,
-            "the container's HEALTHCHECK to pass",
+            what="the container's HEALTHCHECK to pass",
+            interval=0.5,  # each look is a `docker inspect`
         )
         yield Server(cid, host, port)
     finally:
@@ -137,10 +138,10 @@ def test_what_a_crashed_worker_leaves_behind_is_reaped(served: Server, docker: D
         # 502: its worker died answering it. A connection of its own: on a kept one the
         # edge closes the connection instead, and a client may then send /crash again.
         assert httpx.get(f"{served.url}/crash", timeout=30).status_code == 502
-    wait_for(
+    eventually(
         lambda: all(state != "Z" for _name, state, _uids in processes(docker, served).values()),
         10,
-        "no zombie process in the container",
+        what="no zombie process in the container",
     )
     assert answers(f"{served.url}/health")
 
@@ -199,7 +200,7 @@ def test_sigterm_exits_0_with_every_record_collected(
         image.tag,
     )
     base = f"http://{host}:{port}"
-    wait_for(lambda: answers(f"{base}/health"), 60, "phoenix up to answer")
+    eventually(lambda: answers(f"{base}/health"), 60, what="phoenix up to answer")
     sent = [f"term-{n}" for n in range(40)]
     with httpx.Client(base_url=base, timeout=10) as client:
         for request_id in sent[:20]:
@@ -208,7 +209,7 @@ def test_sigterm_exits_0_with_every_record_collected(
         def collecting() -> bool:  # the collector child runs (it may start slowly)
             return bool(client.get("/checkdb").json()["records"])
 
-        wait_for(collecting, 60, "the collector to commit its first records")
+        eventually(collecting, 60, what="the collector to commit its first records")
         for request_id in sent[20:]:
             assert client.get("/health", headers={"X-Request-ID": request_id}).is_success
     docker.run("stop", "--time=30", cid, timeout=60)
@@ -243,7 +244,7 @@ def test_a_crash_storm_fails_no_request_and_never_takes_the_container_down(
         image.tag,
     )
     server = Server(cid, host, port)
-    wait_for(lambda: answers(f"{server.url}/ready"), 60, "phoenix up to be ready")
+    eventually(lambda: answers(f"{server.url}/ready"), 60, what="phoenix up to be ready")
     started = inspect(docker, cid, "{{.State.StartedAt}}")
     since = format_time(datetime.now(UTC) - timedelta(seconds=1))
     # Through the container's own edge, as a load balancer in front of it would send it.

@@ -43,7 +43,7 @@ SHELLCHECK_EXCLUDES = "SC1091,SC2194,SC2050,SC2154,SC2157"
 
 
 def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as the boolean true.
     if True in data:
         data["on"] = data.pop(True)

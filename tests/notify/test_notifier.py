@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import pytest
 
+from cloud_phoenix.notify.channel import RetryPolicy
 from cloud_phoenix.notify.notice import Notice
-from cloud_phoenix.notify.notifier import Notifier, RetryPolicy, safe_url_name
+from cloud_phoenix.notify.notifier import Notifier, safe_url_name
 from cloud_phoenix.store.base import Event, StoreError, StoreUnavailable
 from tests.fixtures.ports import free_port
+from tests.fixtures.waiting import eventually
 from tests.fixtures.webhook import Receiver
 
 FAST = RetryPolicy(first_delay=0.01, max_delay=0.05, max_attempts=4)
 START = Notice("cpu_peak_started", "CPU peak: 97 %", "Host CPU 97.0 %\nserve (pid 1)", {"a": 1})
 END = Notice("cpu_peak_ended", "CPU peak ended after 6 s", "highest 99.0 %", {"b": [1, 2]})
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def test_notices_reach_the_webhook_in_order_with_their_content(receiver: Receiver) -> None:
@@ -69,7 +61,7 @@ def test_a_service_answering_500_twice_gets_the_notice_on_the_third_attempt(
     try:
         notifier.send(START)
         assert receiver.wait_for(3)
-        assert wait_until(lambda: notifier.sent == 1)
+        eventually(lambda: notifier.sent == 1, what="the notice sent")
     finally:
         notifier.close(5)
         receiver.stop()
@@ -91,9 +83,9 @@ def test_a_dead_service_is_counted_and_logged_and_never_blocks_the_caller(
             began = time.perf_counter()
             notifier.send(START)
             slowest = max(slowest, time.perf_counter() - began)
-            time.sleep(0.02)  # deliveries are failing and retrying meanwhile
+            time.sleep(0.02)  # paced on purpose: the sends overlap failing deliveries
         assert slowest < 0.05
-        assert wait_until(lambda: notifier.failed == 5, timeout=20)
+        eventually(lambda: notifier.failed == 5, 20, what="5 notices failed for good")
     finally:
         notifier.close(5)
     assert notifier.sent == 0 and notifier.retried == 10
@@ -133,7 +125,7 @@ def test_a_failing_events_store_is_logged_and_the_notice_still_goes_out(
     try:
         notifier.send(START)
         assert receiver.wait_for(1)
-        assert wait_until(lambda: notifier.events_failed == 1)
+        eventually(lambda: notifier.events_failed == 1, what="the event given up on")
     finally:
         notifier.close(5)
     assert [p["title"] for p in receiver.delivered] == [START.title]
@@ -168,7 +160,7 @@ def test_a_full_queue_drops_the_oldest_notice(caplog: pytest.LogCaptureFixture) 
     try:
         notices = [Notice("cpu_peak_started", f"n{i}", "body") for i in range(5)]
         notifier.send(notices[0])
-        assert wait_until(lambda: hanging.arrived == 1)  # n0 is held in delivery
+        eventually(lambda: hanging.arrived == 1, what="n0 held in delivery")
         for notice in notices[1:]:
             notifier.send(notice)
         assert notifier.dropped == 2
@@ -187,7 +179,7 @@ def test_close_gives_up_on_what_it_cannot_deliver_in_time() -> None:
     slow = RetryPolicy(first_delay=30.0, max_attempts=5)
     notifier = Notifier([dead], retry=slow)
     notifier.send(START)
-    assert wait_until(lambda: notifier.retried == 1)
+    eventually(lambda: notifier.retried == 1, what="the first retry")
     began = time.monotonic()
     assert notifier.close(0.3) is False
     assert time.monotonic() - began < 2.0
@@ -310,7 +302,7 @@ def test_a_failed_delivery_never_logs_the_webhook_secrets(
     notifier = Notifier([url], retry=RetryPolicy(first_delay=0.01, max_attempts=2))
     try:
         notifier.send(START)
-        assert wait_until(lambda: notifier.failed == 1)
+        eventually(lambda: notifier.failed == 1, what="the notice failed for good")
     finally:
         notifier.close(5)
     text = "\n".join(record.getMessage() for record in caplog.records)

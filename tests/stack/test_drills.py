@@ -23,8 +23,9 @@ from cloud_phoenix.drill.loadgen import Drill, Phase, drive
 from cloud_phoenix.drill.stats import summarize
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.stack.status import StackStatus, read_status
-from cloud_phoenix.store import LogStore, open_store
+from cloud_phoenix.store import Event, LogStore, open_store
 from tests.fixtures.server import PhoenixProcess, running_stack
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.drill
 
@@ -37,6 +38,15 @@ def status(stack: PhoenixProcess) -> StackStatus:
     data = read_status(stack.home / "run")
     assert data is not None, "the supervisor writes its status"
     return data
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of `pids` that still run (a zombie has ended)."""
+    return [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 @pytest.mark.parametrize("workers", [(1, 1), (3, 8)], ids=["single-worker", "several-workers"])
@@ -52,8 +62,13 @@ def test_crash_storm_under_load(tmp_path: Path, workers: tuple[int, int]) -> Non
             report = crash_drill(
                 stack.url, stack.home / "run", store, seconds=20, rps=100, crash_every=0.25
             )
-            time.sleep(1.5)  # the supervisor writes events to the store once a second
-            stored_restarts = store.events(limit=1000, kind="worker_restarted")
+
+            def restarts_stored() -> list[Event] | None:
+                found = store.events(limit=1000, kind="worker_restarted")
+                return found if len(found) >= 60 else None
+
+            # The supervisor writes events to the store once a second.
+            stored_restarts = eventually(restarts_stored, 10, what="60 restarts in the store")
         finally:
             store.close()
         restarts = status(stack).restarts
@@ -81,23 +96,24 @@ def child_pid(stack: PhoenixProcess, name: str) -> int:
 def whole_again(stack: PhoenixProcess, name: str, old_pid: int, timeout: float) -> float | None:
     """Seconds until `name` runs with a new pid, workers are all up and the edge answers."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+
+    def whole() -> bool:
         data = read_status(stack.home / "run")
         child = data.children.get(name) if data else None
-        if (
+        return bool(
             data
             and child
             and child.running
             and child.pid != old_pid
             and data.workers.running == data.workers.desired
-        ):
-            try:
-                if httpx.get(stack.url + "/health", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.05)
-    return None
+            and httpx.get(stack.url + "/health", timeout=1).status_code == 200
+        )
+
+    try:
+        eventually(whole, timeout, what=f"{name} back", ignore=(httpx.HTTPError,))
+    except AssertionError:
+        return None
+    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +137,7 @@ def test_kill_9_of_a_child_under_load(shared_stack: PhoenixProcess, name: str) -
         )
     )
     load.start()
-    time.sleep(2)
+    time.sleep(2)  # on purpose: the kill falls in the middle of the load
     victim = child_pid(stack, name)
     os.kill(victim, signal.SIGKILL)
     recovered = whole_again(stack, name, victim, timeout=10)
@@ -160,13 +176,7 @@ def test_sigterm_stops_everything_and_leaves_no_orphan(tmp_path: Path) -> None:
         pids += [w.pid for w in status(stack).workers.pids]
         code = stack.stop(timeout=40)
     assert code == 0
-    time.sleep(0.5)
-    alive = [
-        pid
-        for pid in pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert not alive
+    eventually(lambda: not alive(pids), 5, what="every child gone", ignore=(psutil.Error,))
     with pytest.raises(httpx.ConnectError):
         httpx.get(stack.url + "/health", timeout=1)
 
@@ -201,11 +211,4 @@ def test_kill_9_of_the_supervisor_takes_its_children_along(tmp_path: Path) -> No
         pids = [c.pid for c in status(stack).children.values() if c.pid]
         os.kill(stack.process.pid, signal.SIGKILL)
         stack.process.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in pids):
-            time.sleep(0.1)
-    assert not [
-        p
-        for p in pids
-        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-    ]
+        eventually(lambda: not alive(pids), 10, what="every child gone", ignore=(psutil.Error,))

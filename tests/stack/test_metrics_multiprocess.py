@@ -18,7 +18,9 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.server import free_port, running_stack
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import running_stack
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +56,21 @@ def test_request_counts_are_summed_over_every_worker(tmp_path: Path) -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    probes = 0  # those that may have reached a worker, and been counted there
+
+    def answers() -> bool:
+        nonlocal probes
+        probes += 1
+        try:
+            return httpx.get(url + "/health", timeout=1).status_code == 200
+        except httpx.ConnectError:  # refused: no worker saw it
+            probes -= 1
+        except httpx.HTTPError:  # a slow answer, counted by the worker all the same
+            pass
+        return False
+
     try:
-        deadline = time.monotonic() + 30
-        probes = 0  # those that may have reached a worker, and been counted there
-        while time.monotonic() < deadline:
-            try:
-                probes += 1
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.ConnectError:  # refused: no worker saw it
-                probes -= 1
-                time.sleep(0.1)
-            except httpx.HTTPError:  # a slow answer, counted by the worker all the same
-                time.sleep(0.1)
+        eventually(answers, 30, what="gunicorn to answer /health", interval=0.1)
         workers = set()
         for n in range(60):  # a new connection each: the kernel spreads them over workers
             response = httpx.get(url + "/health", params={"n": n}, timeout=5)
@@ -158,16 +162,17 @@ def test_crashes_neither_fill_the_folder_nor_let_a_counter_go_down(tmp_path: Pat
         finally:
             stop.set()
             scraper.join(30)
-        deadline = time.monotonic() + 10  # the master folds the last one when it reaps it
-        while dead_processes_files(metrics_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        dead = dead_processes_files(metrics_dir)
+        # The master folds the last one when it reaps it.
+        eventually(
+            lambda: not dead_processes_files(metrics_dir), 10, what="the dead workers' files gone"
+        )
         files = sorted(path.name for path in metrics_dir.iterdir())
         text = httpx.get(stack.url + "/metrics", timeout=10).text
-    assert len(seen) >= 20, f"only {len(seen)} scrapes answered; failures: {failed[:5]}"
+    # The crashes come back to back here (each worker dies as soon as it serves): a scrape
+    # may find every retry's worker dead. Enough of them must still be answered to compare.
+    assert len(seen) >= 10, f"only {len(seen)} scrapes answered; failures: {failed[:5]}"
     drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
     assert not drops, f"phoenix_requests_total went down: {drops[:5]}"
-    assert not dead, f"{len(files)} files: {files[:20]}"
     # counter, histogram and live gauge of each worker, the master's counter, the two
     # archives and the lock
     assert len(files) <= 3 * workers + 4, files

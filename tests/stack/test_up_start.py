@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from cloud_phoenix import exitcodes
-from tests.fixtures.server import free_port
+from tests.fixtures.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cloud_phoenix.stack.workerapp import worker_app
 from tests.fixtures.ports import free_port
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.server import PhoenixProcess, running_stack
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -282,18 +282,13 @@ def test_with_the_database_down_or_a_wrong_password_nothing_shows_it(
 # -- the whole stack: gunicorn, the collector, the supervisor, status, backups ---------------
 
 
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not reached in {timeout} s")
-
-
 def checkdb(stack: PhoenixProcess) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(stack.url + "/checkdb", timeout=30).json()
     return body
+
+
+def checkdb_status(stack: PhoenixProcess) -> int:
+    return httpx.get(stack.url + "/checkdb", timeout=30).status_code
 
 
 def stack_outputs(stack: PhoenixProcess, url: str) -> dict[str, str]:
@@ -322,20 +317,26 @@ def test_the_stack_shows_no_piece_of_the_password_up_wrong_or_down(
         with running_stack(home, DB_CONNECTION_STRING=url, PHOENIX_READY_MAX_LAG="3600") as stack:
             for _ in range(5):
                 httpx.get(stack.url + "/health", timeout=10)
-            wait_until(lambda: (checkdb(stack).get("records") or 0) >= 5)
+            # Each look is a request that reaches the database: a few a second are enough.
+            eventually(
+                lambda: (checkdb(stack).get("records") or 0) >= 5,
+                30,
+                what="5 records",
+                interval=0.2,
+            )
             up = stack_outputs(stack, url)
             assert up["phoenix backup"].startswith("exit 0"), up["phoenix backup"]
             shown |= {f"up {k}": v for k, v in up.items()}
 
             secret_role.set_password(wrong)  # the stack's URL now holds a wrong password
             secret_role.disconnect()
-            wait_until(lambda: httpx.get(stack.url + "/checkdb", timeout=30).status_code == 503)
+            eventually(lambda: checkdb_status(stack) == 503, 30, what="/checkdb: 503", interval=0.2)
             for _ in range(3):
                 httpx.get(stack.url + "/health", timeout=10)
             shown |= {f"wrong {k}": v for k, v in stack_outputs(stack, url).items()}
 
             server.stop()
-            wait_until(lambda: httpx.get(stack.url + "/checkdb", timeout=30).status_code == 503)
+            eventually(lambda: checkdb_status(stack) == 503, 30, what="/checkdb: 503", interval=0.2)
             for _ in range(3):
                 httpx.get(stack.url + "/health", timeout=10)
             shown |= {f"down {k}": v for k, v in stack_outputs(stack, url).items()}

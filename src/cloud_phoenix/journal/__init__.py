@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from cloud_phoenix.config import INSTANCE_MAX, INSTANCE_PATTERN
+from cloud_phoenix.config import INSTANCE_MAX as INSTANCE_MAX
+from cloud_phoenix.config import INSTANCE_PATTERN as INSTANCE_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from cloud_phoenix.stack.edge.program import (
 )
 from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
 from tests.fixtures.server import start_phoenix
+from tests.fixtures.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -185,17 +186,16 @@ class Edge:
 def wait_until_answering(
     url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 10
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             pytest.fail(f"haproxy exited with {process.returncode}:\n{_tail(log_path)}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"the edge did not answer /health within {timeout} s:\n{_tail(log_path)}")
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+
+    try:
+        eventually(answers, timeout, what="the edge to answer /health", ignore=(httpx.HTTPError,))
+    except AssertionError as exc:
+        pytest.fail(f"{exc}:\n{_tail(log_path)}")
 
 
 def _tail(log_path: Path) -> str:
@@ -298,7 +298,7 @@ def test_requests_wait_in_the_backlog_while_the_backend_restarts(edge: Edge) -> 
     )
     client.start()
     try:
-        time.sleep(3)  # longer than a gunicorn master takes to come back
+        time.sleep(3)  # on purpose: longer than a gunicorn master takes to come back
         [server] = edge.stats.servers()
         assert server["status"].startswith("UP"), server
         assert not answers
@@ -389,15 +389,10 @@ def test_stats_report_the_request_rate_and_the_server(edge: Edge) -> None:
 
 def test_health_checks_say_who_they_are(edge: Edge) -> None:
     # So that the application's access records can tell them from clients.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        agents = {
-            a for s in edge.backend.requests("GET", "/health") for a in s.header("user-agent")
-        }
-        if HEALTH_CHECK_AGENT in agents:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"no health check from {HEALTH_CHECK_AGENT!r} in 5 s")
+    def agents() -> set[str]:
+        return {a for s in edge.backend.requests("GET", "/health") for a in s.header("user-agent")}
+
+    eventually(lambda: HEALTH_CHECK_AGENT in agents(), 5, what=f"a check by {HEALTH_CHECK_AGENT}")
 
 
 def test_admin_socket_is_private(edge: Edge) -> None:
@@ -550,8 +545,8 @@ class AppBehindEdge:
 
     def edge_lines(self, at_least: int, timeout: float = 10.0) -> list[EdgeLine]:
         """HAProxy's request log lines, once it has written `at_least` of them."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def enough() -> list[EdgeLine] | None:
             text = self.haproxy_log.read_text(errors="replace")
             found = [EDGE_LOG_LINE.match(line) for line in text.splitlines()]
             lines = [
@@ -559,11 +554,12 @@ class AppBehindEdge:
                 for m in found
                 if m is not None
             ]
-            if len(lines) >= at_least:
-                return lines
-            if time.monotonic() > deadline:
-                pytest.fail(f"{len(lines)} of {at_least} edge log lines in {timeout} s:\n{text}")
-            time.sleep(0.05)
+            return lines if len(lines) >= at_least else None
+
+        try:
+            return eventually(enough, timeout, what=f"{at_least} edge log lines")
+        except AssertionError as exc:
+            pytest.fail(f"{exc}:\n{self.haproxy_log.read_text(errors='replace')}")
 
     def journaled_ids(self) -> list[str]:
         ids: list[str] = []

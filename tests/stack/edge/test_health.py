@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import free_port, running_stack
+from tests.fixtures.ports import free_port
+from tests.fixtures.server import running_stack
 
 pytestmark = pytest.mark.integration
 
