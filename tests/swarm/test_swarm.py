@@ -9,7 +9,6 @@ before it had answered. Loopback only, bounded: a few minutes in all.
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,8 +16,10 @@ import pytest
 
 from cloud_phoenix.drill import cluster as drills
 from cloud_phoenix.store import open_store
+from cloud_phoenix.store.base import Event
 from cloud_phoenix.swarm.stackfile import AUTOSCALE_LABEL
 from tests.fixtures.swarm import SwarmStack, addresses, run_swarm
+from tests.fixtures.waiting import eventually
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(900)]
 
@@ -98,17 +99,16 @@ def test_replicas_follow_the_load(swarm_stack: SwarmStack) -> None:
     assert AUTOSCALE_LABEL not in cluster.api.service(cluster.service).labels
     # As on one host, the scale events are in the store's events.
     store = open_store(swarm_stack.state.db_url)
+
+    def scale_events() -> tuple[list[Event], list[Event]] | None:
+        out = store.events(kind="scaled_out", since=since)
+        back = store.events(kind="scaled_in", since=since)
+        return (out, back) if out and back else None
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            out = store.events(kind="scaled_out", since=since)
-            back = store.events(kind="scaled_in", since=since)
-            if (out and back) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        out, _ = eventually(scale_events, 10, what="scaled_out and scaled_in in the store")
     finally:
         store.close()
-    assert out and back
     assert out[-1].data["service"] == cluster.service and out[-1].data["desired"] > 2
 
 
