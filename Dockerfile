@@ -83,14 +83,16 @@ RUN python3 /usr/local/lib/fetch_ca_bundle.py "$RDS_CA_BUNDLE_URL" /rds-global-b
 
 FROM ${BASE_IMAGE} AS runtime
 
-# HAProxy from the base's Debian release, the edge of `phoenix up` inside the container, and
+# HAProxy from the base's Debian release, the edge of `phoenix up` inside the container;
 # tini as process 1: it passes signals on to `phoenix` and reaps what a killed worker leaves
-# (its key maker, reparented to process 1), which nothing else would wait for. Not pinned
-# to a version: Debian's security updates replace them in place, and an old pin would stop
-# building once the archive drops that version.
+# (its key maker, reparented to process 1), which nothing else would wait for; PostgreSQL's
+# client tools, for `phoenix backup` of a PostgreSQL store (pg_dump, pg_restore: the Swarm
+# stack's backup service). Not pinned to a version: Debian's security updates replace them
+# in place, and an old pin would stop building once the archive drops that version.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy tini \
+        postgresql-client \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 
@@ -112,11 +114,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     PHOENIX_BACKUP_AT=off
 
 # A fixed, unprivileged uid (not 0, not a system account that the host may also have), so
-# that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image.
+# that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image. run/ is open to
+# all (sticky, as /tmp) inside the 0750 home: a Swarm replica mounts a tmpfs there, its own
+# run files beside a task slot's shared volume (deploy/swarm/stack.yml), and Docker gives a
+# tmpfs its mount point's mode but not its owner.
 RUN groupadd --system --gid 10001 phoenix \
  && useradd --system --uid 10001 --gid phoenix --home-dir /var/lib/phoenix --no-create-home \
         --shell /usr/sbin/nologin phoenix \
- && install -d -o phoenix -g phoenix -m 0750 /var/lib/phoenix
+ && install -d -o phoenix -g phoenix -m 0750 /var/lib/phoenix \
+ && install -d -m 1777 /var/lib/phoenix/run
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=rds-ca --chmod=0644 /rds-global-bundle.pem /etc/ssl/certs/rds-global-bundle.pem

@@ -250,6 +250,10 @@ class Settings:
     max_workers: int = 8
     scale_rps: float = 10.0
     scale_in_window: float = 60.0
+    # A cluster's edge (`phoenix swarm-edge`): the replicas of `swarm_service` it scales.
+    min_replicas: int = 2  # two: a replica's restart or update leaves another serving
+    max_replicas: int = 8
+    swarm_service: str = ""
     graceful_timeout: float = 20.0
     haproxy_bin: str = ""  # empty: found on PATH or in /usr/sbin
     # Proxies whose X-Forwarded-For is believed: the edge on one host; a load balancer's
@@ -280,6 +284,14 @@ class Settings:
         if min_workers > max_workers:
             raise ConfigError(
                 f"PHOENIX_MIN_WORKERS={min_workers} is above PHOENIX_MAX_WORKERS={max_workers}"
+            )
+        min_replicas = read.whole("PHOENIX_MIN_REPLICAS", default.min_replicas, 1, 99)
+        max_replicas = read.whole(
+            "PHOENIX_MAX_REPLICAS", max(default.max_replicas, min_replicas), 1, 99
+        )
+        if min_replicas > max_replicas:
+            raise ConfigError(
+                f"PHOENIX_MIN_REPLICAS={min_replicas} is above PHOENIX_MAX_REPLICAS={max_replicas}"
             )
         metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR")
         return cls(
@@ -314,6 +326,9 @@ class Settings:
             scale_in_window=read.number(
                 "PHOENIX_SCALE_IN_WINDOW", default.scale_in_window, 0, 3600
             ),
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            swarm_service=environ.get("PHOENIX_SWARM_SERVICE") or default.swarm_service,
             graceful_timeout=read.number(
                 "PHOENIX_GRACEFUL_TIMEOUT", default.graceful_timeout, 1, 600
             ),

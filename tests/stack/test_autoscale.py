@@ -140,6 +140,14 @@ def test_fifty_rps_gets_five_workers_at_the_first_sample() -> None:
     assert decision.reason == "rate 50.0 req/s > 10 → 5 workers"
 
 
+def test_a_cluster_counts_replicas_in_its_reasons() -> None:
+    policy = ScalePolicy(2, 6, 10.0, 5.0, unit="replicas")
+    out, steady_, back = replay([(0.0, 60.0), (1.0, 60.0), (7.0, 0.0)], policy)
+    assert out.reason == "rate 60.0 req/s > 20 → 6 replicas (max)"
+    assert steady_.reason == "rate 60.0 req/s: 6 replicas"
+    assert back.reason == "rate at most 20 req/s for 5 s → 2 replicas"
+
+
 def test_a_flood_is_capped_at_the_maximum() -> None:
     [decision] = replay([(0.0, 1000.0)])
     assert decision.state.desired == 8

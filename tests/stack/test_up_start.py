@@ -153,3 +153,46 @@ def test_a_damaged_instance_id(tmp_path: Path) -> None:
     assert result.returncode == exitcodes.CONFIG, result.stderr
     assert f"{home / 'instance-id'} is damaged" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_with_reuse_port_a_stack_whose_application_cannot_load_never_listens(
+    tmp_path: Path,
+) -> None:
+    """A start-first update starts the new replica beside the old one on one address: the
+    kernel would give the new one connections as soon as it listens, so it may listen only
+    once it can serve. One whose application cannot load takes none while gunicorn fails."""
+    port = free_port()
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "PHOENIX_HOME": str(home),
+        "PORT": str(port),
+        "PHOENIX_REUSE_PORT": "true",
+        "PHOENIX_WORKER_APP": "cloud_phoenix.no_such_module:app",
+    }
+    with open(tmp_path / "up.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cloud_phoenix", "up"], env=env, stdout=log, stderr=log
+        )
+    tries = accepted = 0
+    deadline = time.monotonic() + 60
+    try:
+        # Until gunicorn has failed to load the application twice.
+        while gunicorn_failures(tmp_path / "up.log") < 2:
+            assert process.poll() is None and time.monotonic() < deadline
+            with socket.socket() as probe:
+                probe.settimeout(1)
+                accepted += probe.connect_ex(("127.0.0.1", port)) == 0
+            tries += 1
+            time.sleep(0.05)
+        process.terminate()
+        assert process.wait(30) == exitcodes.OK
+    finally:
+        process.kill()
+        process.wait()
+    assert tries > 10
+    assert accepted == 0
+
+
+def gunicorn_failures(log: Path) -> int:
+    return log.read_text(errors="replace").count("gunicorn exited with")

@@ -1,8 +1,8 @@
 """The `phoenix` command: the Typer application, assembled from a module per command group.
 
-`stack` (up, status, deploy), `serve` (serve, collect), `backup` (backup, backups, restore)
-and `drill` (drill crash, drill scale); `edge` turns the library's errors into messages and
-exit codes for all of them.
+`stack` (up, status, deploy), `serve` (serve, collect), `backup` (backup, backups, restore),
+`drill` (drill crash, drill scale, drill swarm ...) and `swarm` (swarm-edge); `edge` turns
+the library's errors into messages and exit codes for all of them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from cloud_phoenix.cli import backup, drill, serve, stack
+from cloud_phoenix.cli import backup, drill, serve, stack, swarm
 
 # What the commands create (the SQLite database and its -wal and -shm, logs/*.log,
 # run/status.json, a restored database) holds requests and addresses: this user and its
@@ -39,6 +39,7 @@ cli.command("status")(stack.status)
 cli.command("deploy")(stack.deploy)
 backup.register(cli)
 cli.add_typer(drill.drill, name="drill")
+cli.command("swarm-edge")(swarm.swarm_edge)
 
 
 def main() -> None:

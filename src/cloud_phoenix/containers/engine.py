@@ -15,6 +15,7 @@ mends a folder whose daemon died, or whose owner was killed before it could call
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 _SOCKET_PATH_MAX = 107
 _DEEPEST_SOCKET = "exec/containerd/containerd.sock.ttrpc"
 MARKER = ".phoenix-engine"  # stop() removes only a folder that start() made its own
+# Where the engine takes a network's addresses, should anything make one (swarm init makes
+# docker_gwbridge): loopback, never a private range that a host's own network may use.
+ADDRESS_POOL = "127.78.0.0/16"
+ADDRESS_POOL_SIZE = 24
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,11 @@ class EnginePaths:
         """A name unique to the folder, for the containerd namespace and the cgroup parent."""
         digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:12]
         return f"phoenix-engine-{digest}"
+
+
+def daemon_config() -> dict[str, object]:
+    """daemon.json: only the address pools (the rest is on the command line)."""
+    return {"default-address-pools": [{"base": ADDRESS_POOL, "size": ADDRESS_POOL_SIZE}]}
 
 
 def dockerd_command(dockerd: str, paths: EnginePaths) -> list[str]:
@@ -153,7 +163,7 @@ class PrivateEngine:
         try:
             paths.folder.mkdir(parents=True, exist_ok=True)
             (paths.folder / MARKER).write_text("")
-            (paths.folder / "daemon.json").write_text("{}\n")
+            (paths.folder / "daemon.json").write_text(json.dumps(daemon_config(), indent=2) + "\n")
         except OSError as exc:
             raise ContainerError(
                 f"cannot make the engine folder {paths.folder}: {exc}", exitcodes.CANTCREAT

@@ -1,4 +1,5 @@
-"""The autoscaler's decision: how many workers the edge's request rate asks for.
+"""The autoscaler's decision: how many workers (or a cluster's replicas) the edge's request
+rate asks for.
 
 Scale-out is immediate; scale-in follows the Kubernetes HPA stabilisation window: the
 desired count is the highest per-sample target of the last `scale_in_window` seconds, so
@@ -20,6 +21,7 @@ class ScalePolicy:
     max_workers: int = 8
     rps_per_worker: float = 10.0
     scale_in_window: float = 60.0  # seconds
+    unit: str = "workers"  # what is counted, for the reasons: "workers", "replicas"
 
     def __post_init__(self) -> None:
         # gunicorn ignores TTOU at one worker, so a lower minimum would never be reached.
@@ -113,9 +115,9 @@ def _reason(
     if new.desired > old.desired:
         capacity = old.desired * policy.rps_per_worker
         limit = " (max)" if new.desired == policy.max_workers else ""
-        return f"{shown} > {capacity:g} → {new.desired} workers{limit}"
+        return f"{shown} > {capacity:g} → {new.desired} {policy.unit}{limit}"
     if new.desired < old.desired:
         capacity = new.desired * policy.rps_per_worker
         window = policy.scale_in_window
-        return f"rate at most {capacity:g} req/s for {window:g} s → {new.desired} workers"
-    return f"{shown}: {new.desired} workers"
+        return f"rate at most {capacity:g} req/s for {window:g} s → {new.desired} {policy.unit}"
+    return f"{shown}: {new.desired} {policy.unit}"

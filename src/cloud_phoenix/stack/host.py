@@ -35,10 +35,16 @@ def prepare_home(settings: Settings) -> None:
 
 
 def listen(
-    host: str, port: int, what: str, backlog: int = 4096, reuse_port: bool = False
+    host: str,
+    port: int,
+    what: str,
+    backlog: int = 4096,
+    reuse_port: bool = False,
+    listening: bool = True,
 ) -> socket.socket:
     """A listening socket that children can inherit; a taken port is a clear CannotStart.
-    With `reuse_port` (SO_REUSEPORT) it shares the port with other sockets that set it."""
+    With `reuse_port` (SO_REUSEPORT) it shares the port with other sockets that set it.
+    Not `listening`: only bound, for a child that listens on it when it starts (HAProxy)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,7 +59,8 @@ def listen(
             "is another server using it? Set PORT to a free port",
             exitcodes.TEMPFAIL,
         ) from None
-    sock.listen(backlog)
+    if listening:
+        sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
 

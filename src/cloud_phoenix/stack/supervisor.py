@@ -13,6 +13,7 @@ beside the old one and swaps them once it is ready (see `stack/deploy`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import shutil
@@ -153,7 +154,10 @@ class Supervisor:
             signal.signal(signum, self._enqueue)
         mark_accepting(self.settings.run_dir, os.getpid())  # `phoenix deploy` may signal now
         now = time.monotonic()
-        for child in self.children.values():
+        for name, child in self.children.items():
+            if name == "haproxy" and self.settings.reuse_port:
+                child.next_start = math.inf  # started by _serve_when_ready
+                continue
             child.start(now)
         log.info(
             "phoenix up: edge on http://%s:%d, %d worker(s), store %s",
@@ -177,6 +181,7 @@ class Supervisor:
                 now = time.monotonic()
                 self._reap_and_restart(now)
                 self._watch_workers(now)
+                self._serve_when_ready(now)
                 self.deployer.tick(self._promote)
                 self._apply_desired()
                 if now >= next_second:
@@ -260,6 +265,15 @@ class Supervisor:
             self.status.longest_below_desired_s = max(self.status.longest_below_desired_s, below)
             self.status.below_desired.append((format_time(datetime.now(UTC)), below))
             del self.status.below_desired[:-100]
+
+    def _serve_when_ready(self, now: float) -> None:
+        """With PHOENIX_REUSE_PORT, HAProxy (which listens on the shared port) starts only
+        once a worker runs, the application loaded: while another stack serves the same
+        address (the old task of a start-first update), the kernel gives this one no
+        connection it cannot serve yet, and none at all if the application never loads."""
+        edge = self.children["haproxy"]
+        if edge.next_start == math.inf and self.workers.started:
+            edge.next_start = now
 
     def _autoscale(self, now: float) -> None:
         try:

@@ -241,7 +241,7 @@ def edge(haproxy: str, tmp_path: Path) -> Iterator[Edge]:
     run_dir.mkdir()
     config = EdgeConfig(
         edge_fd=edge_sock.fileno(),
-        backend=f"127.0.0.1:{backend.sock.getsockname()[1]}",
+        servers=(f"127.0.0.1:{backend.sock.getsockname()[1]}",),
         stats_socket=run_dir / "edge.sock",
         served_by=SERVED_BY,
         max_body_bytes=MAX_BODY,
@@ -439,8 +439,9 @@ def test_two_haproxies_share_the_socket_for_a_seamless_reload(edge: Edge) -> Non
     "changes",
     [
         {},
-        {"backend": "[::1]:8000", "served_by": "x"},
-        {"backend": "localhost:8000", "no_retry_paths": ("/crash", "/admin/")},
+        {"servers": ("[::1]:8000",), "served_by": "x"},
+        {"servers": ("localhost:8000",), "no_retry_paths": ("/crash", "/admin/")},
+        {"servers": tuple(f"127.0.1.{n}:8080" for n in range(1, 9))},
         {"retries": 0, "maxconn": 1, "backend_maxconn": 1, "max_body_bytes": 1},
         {"timeout_server": "2m", "timeout_check": "500ms", "hard_stop_after": "1h"},
     ],
@@ -451,7 +452,7 @@ def test_haproxy_accepts_rendered_configs(
     with loopback_listener() as sock:
         config = EdgeConfig(
             edge_fd=sock.fileno(),
-            backend="127.0.0.1:8000",
+            servers=("127.0.0.1:8000",),
             stats_socket=tmp_path / "a 'b' \"c\" $d #e" / "h.sock",
             served_by=SERVED_BY,
         )
@@ -466,7 +467,7 @@ def _fields(config: EdgeConfig) -> dict[str, Any]:
 
 def test_check_needs_the_edge_descriptor(haproxy: str, tmp_path: Path) -> None:
     with loopback_listener() as sock:
-        config = EdgeConfig(sock.fileno(), "127.0.0.1:8000", tmp_path / "h.sock")
+        config = EdgeConfig(sock.fileno(), ("127.0.0.1:8000",), tmp_path / "h.sock")
         path = tmp_path / "haproxy.cfg"
         path.write_text(render(config))
         with pytest.raises(EdgeConfigError, match="file descriptor"):
@@ -581,7 +582,7 @@ def app_edge(haproxy: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         config = EdgeConfig(
             edge_fd=edge_sock.fileno(),
-            backend=f"127.0.0.1:{server.port}",
+            servers=(f"127.0.0.1:{server.port}",),
             stats_socket=folder / "edge.sock",
         )
         config_path = folder / "haproxy.cfg"

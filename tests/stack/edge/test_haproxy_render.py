@@ -35,7 +35,7 @@ from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError, parse_stat
 def edge_config(**changes: Any) -> EdgeConfig:
     values: dict[str, Any] = {
         "edge_fd": 7,
-        "backend": "127.0.0.1:41234",
+        "servers": ("127.0.0.1:41234",),
         "stats_socket": Path("/run/phoenix/haproxy.sock"),
         "served_by": "phoenix-edge",
     }
@@ -137,6 +137,28 @@ def test_health_check_tolerates_a_gunicorn_restart(text: str) -> None:
     assert server == "server app1 127.0.0.1:41234 check inter 1s fall 5 rise 1 maxconn 64"
 
 
+def test_a_cluster_edge_checks_every_replica_and_resends_to_another() -> None:
+    replicas = tuple(f"127.0.1.{n}:8080" for n in range(1, 4))
+    back = lines_of(render(edge_config(servers=replicas)), "backend app")
+    assert [line for line in back if line.startswith("server ")] == [
+        f"server app{n} 127.0.1.{n}:8080 check inter 1s fall 5 rise 1 maxconn 64"
+        for n in range(1, 4)
+    ]
+    # Every retry goes to another server; the same rules as on one host otherwise.
+    assert "option redispatch 1" in back
+    assert "retry-on conn-failure empty-response" in back
+
+
+def test_one_server_has_no_other_to_resend_to(text: str) -> None:
+    assert "redispatch" not in text
+
+
+def test_haproxy_started_as_root_can_drop_to_a_user(text: str) -> None:
+    assert not [line for line in lines_of(text, "global") if line.startswith(("uid", "gid"))]
+    dropped = lines_of(render(edge_config(run_as=10001)), "global")
+    assert {"uid 10001", "gid 10001"} <= set(dropped)
+
+
 def test_backend_maxconn_and_timeouts_are_rendered() -> None:
     text = render(
         edge_config(
@@ -190,7 +212,7 @@ def test_keep_alive_with_clients_and_a_fresh_connection_per_request_to_the_app(
 )
 def test_backend_addresses(backend: str, rendered: str) -> None:
     assert backend_address(backend) == rendered
-    assert f"server app1 {rendered} check" in render(edge_config(backend=backend))
+    assert f"server app1 {rendered} check" in render(edge_config(servers=(backend,)))
 
 
 # -- request ids, headers, bodies ----------------------------------------------------------
@@ -330,14 +352,19 @@ def test_every_method_the_application_routes_passes_the_edge() -> None:
     [
         {"edge_fd": 2},
         {"edge_fd": -1},
-        {"backend": "127.0.0.1"},
-        {"backend": "127.0.0.1:0"},
-        {"backend": "127.0.0.1:65536"},
-        {"backend": "127.0.0.1:http"},
-        {"backend": "a b:80"},
-        {"backend": "[::zz]:80"},
-        {"backend": "127.0.0.1:80\n    server evil 10.0.0.1:80"},
-        {"backend": "-x:80"},
+        {"servers": ("127.0.0.1",)},
+        {"servers": ("127.0.0.1:0",)},
+        {"servers": ("127.0.0.1:65536",)},
+        {"servers": ("127.0.0.1:http",)},
+        {"servers": ("a b:80",)},
+        {"servers": ("[::zz]:80",)},
+        {"servers": ("127.0.0.1:80\n    server evil 10.0.0.1:80",)},
+        {"servers": ("-x:80",)},
+        {"servers": ()},
+        {"servers": "127.0.0.1:8080"},
+        {"servers": ("127.0.1.1:8080", "127.0.1.2:80\n    server evil 10.0.0.1:80")},
+        {"run_as": 0},
+        {"run_as": True},
         {"stats_socket": Path("/tmp/a\nb.sock")},
         {"stats_socket": Path("/tmp/\u00e9.sock")},
         {"stats_socket": Path("/tmp/" + "x" * 93)},

@@ -6,6 +6,9 @@ requests wait in the backlog rather than fail), resends a safe request whose wor
 (never `/crash`, never a non-GET), refuses itself what the application's server would
 answer without the application (so every answer is journaled or in HAProxy's log), and
 exposes its counters on a Unix admin socket that `EdgeStats` reads.
+
+The same configuration fronts a cluster's replicas (cloud_phoenix.swarm): several servers,
+each health-checked, and a resent request goes to another server than the one that failed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 FRONTEND = "edge"
 BACKEND = "app"
-SERVER = "app1"
+SERVER_PREFIX = "app"  # servers are app1, app2 ... in the order of EdgeConfig.servers
 HEALTH_CHECK_AGENT = "phoenix-edge-health-check"
 PROBE_HEADER = "X-Phoenix-Probe"
 # What the application keeps of a client's X-Request-ID: 1 to 128 visible ASCII characters.
@@ -70,7 +73,10 @@ class EdgeConfig:
     """Everything `render` needs; values are checked on construction (ValueError)."""
 
     edge_fd: int
-    backend: str  # "127.0.0.1:41234": the gunicorn master's socket, held by the supervisor
+    # host:port of each server. One host: ("127.0.0.1:41234",), the gunicorn master's socket
+    # held by the supervisor. A cluster: every address a replica may have (127.0.1.1:8080,
+    # 127.0.1.2:8080 ...); the health checks mark the absent ones DOWN.
+    servers: tuple[str, ...]
     stats_socket: Path  # a relative path is resolved in HAProxy's working directory
     served_by: str = "phoenix-edge"  # the X-Served-By response header
     max_body_bytes: int = 1 << 20
@@ -109,6 +115,9 @@ class EdgeConfig:
     hard_stop_after: str = "30s"
     # Requests that must never be sent twice: a resent /crash would kill the next worker.
     no_retry_paths: tuple[str, ...] = ("/crash",)
+    # uid and gid HAProxy takes after opening its sockets, when started as root (a cluster's
+    # edge runs as root for the Docker socket; what faces clients need not). None: as is.
+    run_as: int | None = None
 
     def __post_init__(self) -> None:
         _check(self)
@@ -118,7 +127,10 @@ def _check(config: EdgeConfig) -> None:
     # Descriptors 0-2 are HAProxy's stdin and its log and error streams under -db.
     if config.edge_fd < 3:
         raise ValueError(f"edge_fd must be an inherited socket (>= 3), not {config.edge_fd}")
-    backend_address(config.backend)
+    if isinstance(config.servers, str) or not config.servers:
+        raise ValueError(f"servers must be a tuple of host:port, not {config.servers!r}")
+    for server in config.servers:
+        backend_address(server)
     path = str(config.stats_socket)
     if _PRINTABLE.fullmatch(path) is None or len(path) > MAX_SOCKET_PATH:
         raise ValueError(
@@ -131,7 +143,12 @@ def _check(config: EdgeConfig) -> None:
             f"served_by must be 1 to {MAX_SERVED_BY} printable ASCII characters, "
             f"without spaces around them: {served!r}"
         )
-    least = {"max_body_bytes": 1, "retries": 0, "maxconn": 1, "backend_maxconn": 1}
+    least = {
+        "max_body_bytes": 1,
+        "retries": 0,
+        "maxconn": 1,
+        "backend_maxconn": 1,
+    }
     for name, bound in least.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < bound:
@@ -142,6 +159,10 @@ def _check(config: EdgeConfig) -> None:
         )
     for name in (*_TIMEOUTS, "timeout_check", "hard_stop_after"):
         parse_duration(getattr(config, name))
+    if config.run_as is not None and (
+        isinstance(config.run_as, bool) or not isinstance(config.run_as, int) or config.run_as < 1
+    ):
+        raise ValueError(f"run_as must be a uid >= 1 (never root), not {config.run_as!r}")
     if not config.no_retry_paths:
         raise ValueError("no_retry_paths must name at least /crash")
     for item in config.no_retry_paths:
@@ -237,6 +258,7 @@ def render(config: EdgeConfig) -> str:
         # unix@: without it a relative path would be read as a TCP host name.
         f"    stats socket {_quoted(f'unix@{config.stats_socket}')} mode 600 level admin",
         "    log stdout format raw local0 info",
+        *([f"    uid {config.run_as}", f"    gid {config.run_as}"] if config.run_as else []),
         "",
         "defaults",
         "    mode http",
@@ -305,6 +327,9 @@ def render(config: EdgeConfig) -> str:
         # a request that ran for timeout_server is an expensive one (a /generatecert under
         # load), and resending it would multiply the overload.
         "    retry-on conn-failure empty-response",
+        # With several servers, every retry goes to another one: a replica that is gone
+        # refuses or drops the next attempt too.
+        *(["    option redispatch 1"] if len(config.servers) > 1 else []),
         "    option httpchk GET /health",
         # The probe header lets the app leave the edge's own checks out of the request log.
         f"    http-check send hdr User-Agent {HEALTH_CHECK_AGENT} hdr {PROBE_HEADER} edge",
@@ -312,9 +337,14 @@ def render(config: EdgeConfig) -> str:
         f"    timeout check {config.timeout_check}",
         # fall 5 (about 15 s of silence): a gunicorn restart, 1-2 s in the backlog, must not
         # mark the only server DOWN, since HAProxy then answers 503 at once instead of
-        # letting requests wait. rise 1: back in service on the first good answer.
-        f"    server {SERVER} {backend_address(config.backend)} check inter 1s fall 5 rise 1 "
-        f"maxconn {config.backend_maxconn}",
+        # letting requests wait; in a cluster, replicas starved of CPU while others start
+        # must not all go DOWN together. A replica that is gone refuses at once, and the
+        # request is resent to another. rise 1: back in service on the first good answer.
+        *(
+            f"    server {SERVER_PREFIX}{n} {backend_address(server)} check inter 1s fall 5 "
+            f"rise 1 maxconn {config.backend_maxconn}"
+            for n, server in enumerate(config.servers, 1)
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from cloud_phoenix.config import Settings
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.stack.edge import haproxy
 from cloud_phoenix.stack.edge.program import EdgeConfigError, check_config
+from cloud_phoenix.stack.edge.stats import STATS_SOCKET
 from cloud_phoenix.stack.host import listen
 
 
@@ -37,12 +38,20 @@ class Edge:
 def open_edge(settings: Settings, haproxy_bin: str) -> Edge:
     """Listen on PORT and on a free loopback port for the workers, write HAProxy's
     configuration for them under run/, and have HAProxy check it (CannotStart if refused)."""
-    public = listen(settings.host, settings.port, "edge", reuse_port=settings.reuse_port)
+    # Shared with another stack (PHOENIX_REUSE_PORT: a start-first update), the port is only
+    # bound here: HAProxy listens on it when the supervisor starts it, once a worker serves.
+    public = listen(
+        settings.host,
+        settings.port,
+        "edge",
+        reuse_port=settings.reuse_port,
+        listening=not settings.reuse_port,
+    )
     backend = listen("127.0.0.1", 0, "workers")
     config = haproxy.EdgeConfig(
         edge_fd=public.fileno(),
-        backend=f"127.0.0.1:{backend.getsockname()[1]}",
-        stats_socket=settings.run_dir.resolve() / "haproxy.sock",
+        servers=(f"127.0.0.1:{backend.getsockname()[1]}",),
+        stats_socket=settings.run_dir.resolve() / STATS_SOCKET,
         hard_stop_after=f"{settings.graceful_timeout:g}s",
         served_by=f"phoenix-edge-{os.getpid()}",
     )

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cloud_phoenix.stack.edge.haproxy import BACKEND, FRONTEND
 
+STATS_SOCKET = "haproxy.sock"  # the edge's admin socket, in PHOENIX_HOME/run
+
 
 class EdgeStatsError(Exception):
     """The edge's admin socket is missing, refused the connection or did not answer."""
