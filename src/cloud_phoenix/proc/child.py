@@ -10,9 +10,11 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from cloud_phoenix.proc.background import die_with_parent, stops_held
 from cloud_phoenix.proc.backoff import RESTART
+from cloud_phoenix.proc.relay import Relay, start_relay
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,9 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     death_signal: int = signal.SIGTERM
     log_path: Path | None = None  # stdout and stderr, appended; None: the supervisor's own
+    # Set: the output passes through a relay that makes every line a JSON object
+    # (PHOENIX_LOG_FORMAT=json), on its way to log_path or the supervisor's stdout.
+    relay: Relay | None = None
     # Its own session (and so its own autogroup, for a background child at idle priority).
     # Every child has a process group of its own anyway: a Ctrl-C in the terminal reaches
     # only the supervisor, which stops its children in order (HAProxy and gunicorn would
@@ -66,7 +71,7 @@ class Child:
 
     def start(self, now: float) -> None:
         death_signal = self.spec.death_signal
-        output = open(self.spec.log_path, "ab") if self.spec.log_path else None  # noqa: SIM115
+        output, relay_ends = self._open_output()
         try:
             with stops_held() if self.spec.holds_stops else nullcontext():
                 self.process = subprocess.Popen(
@@ -85,12 +90,34 @@ class Child:
                     stdout=output,
                     stderr=subprocess.STDOUT if output else None,
                 )
+        except BaseException:
+            for fd in relay_ends:
+                os.close(fd)
+            raise
         finally:
             if output is not None:
                 output.close()  # the child has its own copy
+        if self.spec.relay is not None and relay_ends:
+            source, sink = relay_ends
+            start_relay(source, sink, self.spec.relay, self.process.pid)
         self.started_at = now
         self.starts += 1
         log.info("%s started (pid %d)", self.spec.name, self.process.pid)
+
+    def _open_output(self) -> tuple[BinaryIO | None, tuple[int, int] | tuple[()]]:
+        """What the child writes to: its log file, or the supervisor's own output (None);
+        with a relay, a pipe to it, and the relay's ends: the pipe's read end and a copy of
+        the destination (both the relay's to close)."""
+        output = open(self.spec.log_path, "ab") if self.spec.log_path else None  # noqa: SIM115
+        if self.spec.relay is None:
+            return output, ()
+        try:
+            sink = os.dup(output.fileno() if output is not None else 1)
+        finally:
+            if output is not None:
+                output.close()
+        read_end, write_end = os.pipe()
+        return open(write_end, "wb"), (read_end, sink)
 
     def reap(self, now: float) -> int | None:
         """If the process has exited: note it, plan the restart, return its exit code."""
