@@ -627,3 +627,12 @@ def test_the_alerts_fire_when_they_should_and_only_then(rendered: Rendered, tmp_
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_is_a_configmap_the_grafana_sidecar_loads(rendered: Rendered) -> None:
+    dashboard = rendered.one("ConfigMap", "phoenix-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    [(key, text)] = dashboard["data"].items()
+    assert key == "phoenix.json"
+    assert text == (KUBERNETES / "base" / "dashboards" / "phoenix.json").read_text()
+    assert json.loads(text)["uid"] == "cloud-phoenix"
