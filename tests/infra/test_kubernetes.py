@@ -338,7 +338,7 @@ def test_every_container_runs_as_non_root_on_a_read_only_root(rendered: Rendered
 
 def test_overlays_set_their_own_image_tag_resources_and_host(rendered: Rendered) -> None:
     expected = {
-        "staging": ("main", "phoenix.staging.example.com", "704Mi"),
+        "staging": ("0.1.0", "phoenix.staging.example.com", "704Mi"),
         "production": ("0.1.0", "phoenix.example.com", "1280Mi"),
     }[rendered.overlay]
     tag, host, memory = expected
@@ -487,6 +487,8 @@ def test_the_database_comes_from_secrets_the_readme_explains(rendered: Rendered)
                 referenced.add(volume["secret"]["secretName"])
     for ingress in rendered.all("Ingress"):
         referenced.update(tls["secretName"] for tls in ingress["spec"].get("tls", []))
+    for account in rendered.all("ServiceAccount"):
+        referenced.update(s["name"] for s in account.get("imagePullSecrets", []))
     for receiver in rendered.one("AlertmanagerConfig", "phoenix")["spec"]["receivers"]:
         referenced.update(w["urlSecret"]["name"] for w in receiver.get("webhookConfigs", []))
     statefulsets = rendered.all("StatefulSet")
@@ -503,7 +505,7 @@ def test_the_database_comes_from_secrets_the_readme_explains(rendered: Rendered)
         assert "phoenix-db" in referenced
     readme = (KUBERNETES / "README.md").read_text()
     for secret in referenced:
-        assert re.search(rf"create secret (generic|tls) {secret}\b", readme), (
+        assert re.search(rf"create secret (generic|tls|docker-registry) {secret}\b", readme), (
             f"deploy/kubernetes/README.md should say how to create the Secret {secret}"
         )
 
@@ -636,3 +638,40 @@ def test_the_dashboard_is_a_configmap_the_grafana_sidecar_loads(rendered: Render
     assert key == "phoenix.json"
     assert text == (KUBERNETES / "base" / "dashboards" / "phoenix.json").read_text()
     assert json.loads(text)["uid"] == "cloud-phoenix"
+
+
+def test_one_kustomize_edit_set_image_line_points_every_container_at_the_image(
+    tmp_path: Path,
+) -> None:
+    # What `kustomize edit set image ghcr.io/OWNER/cloud-phoenix=ghcr.io/acme/cloud-phoenix:SHA`
+    # writes into the overlay (no kustomize binary here: kubectl only builds).
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, copy)
+    overlay = copy / "overlays" / "production" / "kustomization.yaml"
+    kustomization = yaml.safe_load(overlay.read_text())
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    kustomization["images"] = [
+        {
+            "name": "ghcr.io/OWNER/cloud-phoenix",
+            "newName": "ghcr.io/acme/cloud-phoenix",
+            "newTag": sha,
+        }
+    ]
+    overlay.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    result = run([kubectl(), "kustomize", str(overlay.parent)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    rendered = Rendered("production", "phoenix-production", result.stdout, objects)
+    images = {
+        name: container["image"]
+        for name, spec in pod_specs(rendered)
+        for container in containers(spec)
+        if "mongo" not in container["image"]
+    }
+    assert set(images) == {"Deployment/phoenix", "CronJob/phoenix-backup"}
+    assert set(images.values()) == {f"ghcr.io/acme/cloud-phoenix:{sha}"}
+    # Both pull with the ServiceAccount's pull secret.
+    [account] = rendered.all("ServiceAccount")
+    assert account["imagePullSecrets"] == [{"name": "phoenix-ghcr"}]
+    for name, spec in pod_specs(rendered):
+        assert spec["serviceAccountName"] == account["metadata"]["name"], name
