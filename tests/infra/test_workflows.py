@@ -237,10 +237,24 @@ def test_ci_runs_the_suite_against_a_real_mongodb() -> None:
     assert "27017:27017" in mongo["ports"]
     assert "--health-cmd" in mongo["options"]
     assert test["env"]["PHOENIX_TEST_MONGODB_URL"] == "mongodb://localhost:27017/phoenix_test"
+    assert test["env"]["PHOENIX_TEST_MONGODB_TRANSACTIONS"] == "false"  # standalone
     [python] = steps_using(test, "actions/setup-python")
     assert python["with"]["python-version"] == "3.11"
     # The project's own entry point, as root (scripts/bootstrap installs Debian packages).
     assert re.search(r"sudo -E env \"PATH=\$PATH\" bash \.ci/run", run_scripts(test))
+
+
+def test_ci_runs_the_mongodb_contract_on_a_replica_set_too() -> None:
+    job = jobs(CI)["mongodb-replica-set"]
+    env = job["env"]
+    assert env["PHOENIX_TEST_MONGODB_URL"].endswith("?replicaSet=rs0")
+    # tests/store/test_mongodb_paths.py fails if the server does not take this path.
+    assert env["PHOENIX_TEST_MONGODB_TRANSACTIONS"] == "true"
+    script = run_scripts(job)
+    assert re.search(r"docker run .*mongo:7 \\\n\s+--replSet rs0", script), script
+    assert "rs.initiate(" in script and "isWritablePrimary" in script
+    assert "scripts/bootstrap --dev" in script
+    assert re.search(r"pytest .*-k mongodb tests/store", script)
 
 
 PUBLISH = (
@@ -253,7 +267,7 @@ def test_ci_pushes_the_commit_tag_from_main_and_a_version_from_a_release_only() 
     workflow = load(CI)
     assert workflow["on"]["push"]["tags"] == ["v*.*.*"]
     image = jobs(CI)["image"]
-    assert image["needs"] == "test"
+    assert image["needs"] == ["test", "mongodb-replica-set"]
     [login] = steps_using(image, "docker/login-action")
     assert login["if"] == PUBLISH
     assert login["with"]["registry"] == "ghcr.io"
