@@ -2,21 +2,29 @@
 application really exports: every query parses as PromQL (Prometheus's grammar, through
 promql-parser), every metric it names is in a real scrape of `phoenix up`'s /metrics or is
 one of the few the platform provides, and every selector is scoped to the chosen namespace.
+Then a real Prometheus scrapes that stack with a ServiceMonitor's target labels and runs
+every query, and the journal alerts' expressions, on what it scraped.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import promql_parser
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.server import running_stack
 from tests.fixtures.waiting import eventually
 
@@ -28,6 +36,9 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/kubernetes/base/dashbo
 PLATFORM = {"up", "kube_cronjob_status_last_successful_time"}
 # What Grafana fills in before a query reaches Prometheus.
 VARIABLES = {"namespace": "phoenix-production", "__rate_interval": "1m", "__range": "6h"}
+# The labels the prometheus-operator gives a target of the ServiceMonitor (base/).
+TARGET_LABELS = {"namespace": VARIABLES["namespace"], "service": "phoenix", "pod": "phoenix-0"}
+RULES = DASHBOARD.parents[1] / "prometheusrule.yaml"
 LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+),\s*(?P<label>[a-zA-Z_]\w*)\)")
 # What the issue asks the dashboard to show, by the series that show it.
 SHOWN = {
@@ -85,33 +96,119 @@ def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def scraped_names(home: Path) -> set[str]:
+def scraped_names(client: httpx.Client) -> set[str]:
     """The sample names of a real `phoenix up`'s /metrics, after traffic of every kind."""
-    with (
-        running_stack(home, PHOENIX_MIN_WORKERS="2") as stack,
-        httpx.Client(base_url=stack.url, timeout=30) as client,
-    ):
-        for path in ("/", "/generatecert", "/no-such-page", "/health"):
-            client.get(path)
+    for path in ("/", "/generatecert", "/no-such-page", "/health"):
+        client.get(path)
 
-        def scrape() -> set[str] | None:
-            response = client.get("/metrics")
-            if response.status_code != 200:  # a worker still starting
-                return None
-            names = {
-                sample.name
-                for family in text_string_to_metric_families(response.text)
-                for sample in family.samples
+    def scrape() -> set[str] | None:
+        response = client.get("/metrics")
+        if response.status_code != 200:  # a worker still starting
+            return None
+        names = {
+            sample.name
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+        # The supervisor's figures appear once its status file is written.
+        return names if "phoenix_workers_running" in names else None
+
+    return eventually(scrape, 30, what="the supervisor's figures in /metrics")
+
+
+@dataclass(frozen=True)
+class Scraped:
+    """What a real scrape of `phoenix up` holds, and a real Prometheus that scrapes it."""
+
+    names: set[str]
+    prometheus: httpx.Client
+
+
+@contextmanager
+def running_prometheus(folder: Path, target_port: int) -> Iterator[httpx.Client]:
+    """Prometheus (Debian's package, as scripts/bootstrap --dev installs it) scraping the
+    stack every second, with the target labels a ServiceMonitor gives; always stopped."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is missing: run scripts/bootstrap --dev (Debian's prometheus)")
+    folder.mkdir(parents=True)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "phoenix",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{target_port}"],
+                        "labels": {**TARGET_LABELS},
+                    }
+                ],
             }
-            # The supervisor's figures appear once its status file is written.
-            return names if "phoenix_workers_running" in names else None
+        ],
+    }
+    (folder / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    port = free_port()
+    with open(folder / "output.log", "wb") as output:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
 
-        return eventually(scrape, 30, what="the supervisor's figures in /metrics")
+            def scrapes() -> int | None:
+                if process.poll() is not None:
+                    raise AssertionError((folder / "output.log").read_text()[-2000:])
+                if client.get("/-/ready").status_code != 200:  # still loading
+                    return None
+                result = query(client, "count_over_time(up[1m])")
+                count = int(float(result[0]["value"][1])) if result else 0
+                return count if count >= 3 else None  # a rate needs two samples
+
+            eventually(
+                scrapes, 60, what="three scrapes of the stack", ignore=(httpx.TransportError,)
+            )
+            yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def query(client: httpx.Client, promql: str) -> list[dict[str, Any]]:
+    """Prometheus's answer to an instant query; an error it reports fails the test."""
+    response = client.get("/api/v1/query", params={"query": promql})
+    body = response.json()
+    assert body["status"] == "success", (promql, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    return scraped_names(tmp_path_factory.mktemp("dashboard") / "home")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    with (
+        running_stack(folder / "home", PHOENIX_MIN_WORKERS="2") as stack,
+        httpx.Client(base_url=stack.url, timeout=30) as client,
+    ):
+        names = scraped_names(client)
+        with running_prometheus(folder / "prometheus", stack.port) as prometheus:
+            yield Scraped(names, prometheus)
+
+
+@pytest.fixture(scope="module")
+def exported(scraped: Scraped) -> set[str]:
+    return scraped.names
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +257,41 @@ def test_every_panel_reads_the_chosen_prometheus(dashboard: dict[str, Any]) -> N
             continue
         assert panel["datasource"]["uid"] == "${" + variable["name"] + "}", panel["title"]
         assert panel["targets"], panel["title"]
+
+
+def test_prometheus_runs_every_query_on_the_scraped_series(
+    dashboard: dict[str, Any], scraped: Scraped
+) -> None:
+    # Every query runs (no label-matching error), and each series it selects is there with
+    # the target labels a ServiceMonitor gives, unless the platform provides it.
+    for where, promql in queries(dashboard):
+        query(scraped.prometheus, expand(promql))
+        for selector in selectors(promql):
+            if selector.name in PLATFORM - {"up"}:
+                continue
+            # The selector's own target-label matchers (its value filters, like a status,
+            # may rightly select nothing in a short run).
+            scope = ", ".join(
+                f"{m.name}={json.dumps(m.value)}"
+                for m in selector.matchers.matchers
+                if m.name in TARGET_LABELS and str(m.op) == "MatchOp.Equal"
+            )
+            scoped = f"{selector.name}{{{scope}}}"
+            # (the namespace variable's own query lists them all)
+            assert "namespace=" in scoped or where.startswith("variable"), (where, promql)
+            assert query(scraped.prometheus, scoped), f"{where}: no series {scoped}"
+
+
+def test_the_journal_alerts_are_quiet_while_the_store_answers(scraped: Scraped) -> None:
+    # Their expressions, evaluated by Prometheus on the real scrape: a healthy pod is
+    # scraped and has a lag, so neither fires (the store alert matches `up` and the lag on
+    # the same namespace and pod labels, which only a real scrape can show).
+    rules = yaml.safe_load(RULES.read_text().replace("NAMESPACE", VARIABLES["namespace"]))
+    expressions = {
+        rule["alert"]: rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]
+    }
+    assert query(scraped.prometheus, expressions["PhoenixStoreUnreachable"]) == []
+    assert query(scraped.prometheus, expressions["PhoenixJournalLag"]) == []
+    lag = expressions["PhoenixJournalLag"].replace("> 60", ">= 0")
+    [series] = query(scraped.prometheus, lag)
+    assert series["metric"] == {"namespace": VARIABLES["namespace"], "pod": "phoenix-0"}
