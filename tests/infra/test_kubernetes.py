@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SCHEMAS = KUBERNETES / "schemas"
 TOOLS = ROOT / ".venv-tools" / "bin"
-KUBERNETES_VERSION = "1.30.0"  # the oldest the manifests need: native sidecar, preStop sleep
+KUBERNETES_VERSION = "1.30.0"  # the oldest the README promises
 OVERLAYS = ("staging", "production")
 HOME = "/var/lib/phoenix"
 
