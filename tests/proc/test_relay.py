@@ -68,3 +68,41 @@ def test_a_childs_output_reaches_the_log_file_as_json_lines_only(tmp_path: Path)
     assert "".join(map(str, pieces)) == "x" * (MAX_LINE * 2 + 10)
     assert all(len(str(piece)) <= MAX_LINE for piece in pieces)
     assert objects[-1]["level"] == "warning"
+
+
+# On SIGTERM it fills a 1 MiB pipe (the most Linux gives without privileges) and exits at
+# once: thousands of lines are still in the pipe when its exit is reaped.
+STOPPING = r"""
+import fcntl, signal, sys, time
+fcntl.fcntl(1, 1031, 1 << 20)  # F_SETPIPE_SZ
+def stop(*_):
+    for n in range(9000):
+        sys.stdout.write(f"stopping line {n} " + "y" * 80 + "\n")
+    sys.stdout.write("last words\n")
+    sys.stdout.flush()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_stop_returns_once_the_childs_last_lines_are_relayed(tmp_path: Path) -> None:
+    log = tmp_path / "child.log"
+    child = Child(
+        ChildSpec(
+            "stopper",
+            [sys.executable, "-c", STOPPING],
+            dict(os.environ),
+            log_path=log,
+            relay=Relay("stopper"),
+        )
+    )
+    child.start(time.monotonic())
+    eventually(lambda: "ready" in log.read_text(), 10, what="the child's first line")
+    assert child.stop(10) == 0
+    # No waiting here: what the child wrote on its way out is in the file when stop returns.
+    lines = log.read_text().splitlines()
+    assert json.loads(lines[-1])["message"] == "last words"
+    assert len(lines) == 9002

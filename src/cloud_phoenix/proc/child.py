@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from cloud_phoenix.proc.backoff import RESTART
 from cloud_phoenix.proc.relay import Relay, start_relay
 
 log = logging.getLogger(__name__)
+
+RELAY_DRAIN = 5.0  # s: how long a stop waits for the relay to pass a child's last lines on
 
 HEALTHY_AFTER = 60.0  # seconds up after which a child's restart backoff starts again
 
@@ -57,6 +60,7 @@ class Child:
     failures: int = 0  # consecutive exits without a healthy minute in between
     next_start: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
+    relay_thread: threading.Thread | None = None
 
     @property
     def restarts(self) -> int:
@@ -99,7 +103,7 @@ class Child:
                 output.close()  # the child has its own copy
         if self.spec.relay is not None and relay_ends:
             source, sink = relay_ends
-            start_relay(source, sink, self.spec.relay, self.process.pid)
+            self.relay_thread = start_relay(source, sink, self.spec.relay, self.process.pid)
         self.started_at = now
         self.starts += 1
         log.info("%s started (pid %d)", self.spec.name, self.process.pid)
@@ -144,8 +148,13 @@ class Child:
             return None
         self.signal(self.spec.stop_signal)
         try:
-            return self.process.wait(grace)
+            code = self.process.wait(grace)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %.0f s: killing it", self.spec.name, grace)
             self.process.kill()
-            return self.process.wait(5)
+            code = self.process.wait(5)
+        if self.relay_thread is not None:
+            # Its last lines (a stop's notices, a final pass) reach the output before the
+            # supervisor goes on, and maybe exits; bounded, in case a descendant holds the pipe.
+            self.relay_thread.join(RELAY_DRAIN)
+        return code
