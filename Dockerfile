@@ -103,6 +103,9 @@ RUN apt-get update \
 # PHOENIX_MIN_WORKERS=2: a /crash leaves a sibling worker for the edge to retry on.
 # PHOENIX_BACKUP_AT=off: in a cluster the backup is a job of its own (compose's `backup`
 # service, the Kubernetes CronJob, AWS Backup), not one in every replica.
+# PHOENIX_LOG_TO=stdout: every part of the stack logs to the container's output, where
+# `docker logs`, `kubectl logs` and awslogs read it (files would go with the volume).
+# Text at a terminal; an orchestrator sets PHOENIX_LOG_FORMAT=json.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -111,7 +114,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PHOENIX_HOST=0.0.0.0 \
     PORT=8080 \
     PHOENIX_MIN_WORKERS=2 \
-    PHOENIX_BACKUP_AT=off
+    PHOENIX_BACKUP_AT=off \
+    PHOENIX_LOG_TO=stdout
 
 # A fixed, unprivileged uid (not 0, not a system account that the host may also have), so
 # that volumes and Kubernetes' runAsNonRoot/runAsUser agree with the image. run/ is open to

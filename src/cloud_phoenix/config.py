@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-COLLECTOR_LOGS = ("file", "stderr")
+LOG_FORMATS = ("text", "json")  # PHOENIX_LOG_FORMAT (logformat.py writes them)
+# PHOENIX_LOG_TO: the stack's parts each log to a file under PHOENIX_HOME/logs (one host),
+# or all to the stack's own stdout and stderr, where a container's logs are collected.
+LOG_TO = ("files", "stdout")
 # What gunicorn's workers serve: the application with the stack's parts plugged in.
 WORKER_APP = "cloud_phoenix.stack.workerapp:from_environment()"
 # An instance's name, as the journal's file names and record positions carry it (the journal
@@ -233,10 +236,9 @@ class Settings:
     home: Path = Path("var")
     db_url: str = ""  # from_env: a SQLite file under `home` when DB_CONNECTION_STRING is unset
     log_level: str = "info"
+    log_format: str = "text"
+    log_to: str = "files"
     access_log_stdout: bool = True
-    # Where `phoenix up` sends its collector's log: a file in `home` (kept with backups),
-    # or the supervisor's stderr, where a container's log driver reads it.
-    collector_log: str = "file"
     cert_pool_size: int = 4
     cert_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     cert_max_wait: float = 5.0
@@ -301,10 +303,9 @@ class Settings:
             home=home,
             db_url=db_url,
             log_level=read.choice("PHOENIX_LOG_LEVEL", default.log_level, LOG_LEVELS),
+            log_format=read.choice("PHOENIX_LOG_FORMAT", default.log_format, LOG_FORMATS),
+            log_to=read.choice("PHOENIX_LOG_TO", default.log_to, LOG_TO),
             access_log_stdout=read.flag("PHOENIX_ACCESS_LOG", default.access_log_stdout),
-            collector_log=read.choice(
-                "PHOENIX_COLLECTOR_LOG", default.collector_log, COLLECTOR_LOGS
-            ),
             cert_pool_size=read.whole("PHOENIX_CERT_POOL", default.cert_pool_size, 0, 64),
             cert_concurrency=read.whole(
                 "PHOENIX_CERT_CONCURRENCY", default.cert_concurrency, 1, 64

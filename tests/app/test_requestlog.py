@@ -277,3 +277,26 @@ def test_a_14_kb_request_is_journaled_and_stored_with_each_value_capped(tmp_path
     finally:
         store.close()
     assert {key: getattr(row.record, key) for key in expected} == expected
+
+
+def test_the_access_line_in_json_is_one_object_with_the_request_id(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    middleware = RequestLog(
+        two_part_app, JournalWriter(tmp_path), Metrics(), stdout=True, json_lines=True
+    )
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope = {**http_scope(user_agent='pro"be\n', x_request_id="rid-7"), "path": FORGED_PATH}
+    asyncio.run(middleware(scope, receive, send))
+    [line] = capfd.readouterr().out.splitlines()
+    access = json.loads(line)
+    assert access["logger"] == "cloud_phoenix.access" and access["level"] == "info"
+    assert access["request_id"] == "rid-7"
+    assert access["message"].startswith("10.1.2.3 - - [")
+    assert '"pro\\x22be\\x0A"' in access["message"]  # the combined line, escaped as ever

@@ -53,7 +53,8 @@ def test_db_connection_string_is_taken_as_given() -> None:
         ("PHOENIX_ACCESS_LOG", "maybe", "true or false"),
         ("PHOENIX_SCALE_RPS", "fast", "a number"),
         ("PHOENIX_LOG_LEVEL", "loud", "PHOENIX_LOG_LEVEL"),
-        ("PHOENIX_COLLECTOR_LOG", "journal", "expected one of file, stderr"),
+        ("PHOENIX_LOG_FORMAT", "xml", "expected one of text, json"),
+        ("PHOENIX_LOG_TO", "syslog", "expected one of files, stdout"),
         ("DB_CONNECTION_STRING", "just-a-name", "must be a URL"),
     ],
 )
@@ -217,6 +218,13 @@ def test_a_default_is_the_same_built_directly_or_from_an_empty_environment(
 def test_a_configured_instance_is_a_name_the_journal_takes(raw: str) -> None:
     instance = Settings.from_env({"PHOENIX_INSTANCE": raw}).instance
     assert INSTANCE_RE.match(instance), instance
+
+
+def test_text_logs_in_files_on_one_host_json_to_stdout_where_asked() -> None:
+    default = Settings.from_env({})
+    assert (default.log_format, default.log_to) == ("text", "files")
+    container = Settings.from_env({"PHOENIX_LOG_FORMAT": "JSON", "PHOENIX_LOG_TO": "stdout"})
+    assert (container.log_format, container.log_to) == ("json", "stdout")
 
 
 def test_reuse_port_is_opt_in() -> None:

@@ -721,7 +721,7 @@ def test_a_collector_outage_alarms_to_the_topic(template: dict[str, Any]) -> Non
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["Threshold"]) == (60, 1, 1)
     env = {e["Name"]: e["Value"] for e in containers({TEMPLATE: template})["app"]["Environment"]}
-    assert env["PHOENIX_COLLECTOR_LOG"] == "stderr"
+    assert env["PHOENIX_LOG_TO"] == "stdout"
 
 
 def test_the_collector_outage_line_reaches_the_containers_log(
@@ -736,7 +736,8 @@ def test_the_collector_outage_line_reaches_the_containers_log(
     with running_stack(
         tmp_path / "home",
         DB_CONNECTION_STRING=closed,
-        PHOENIX_COLLECTOR_LOG=env["PHOENIX_COLLECTOR_LOG"],
+        PHOENIX_LOG_TO=env["PHOENIX_LOG_TO"],
+        PHOENIX_LOG_FORMAT=env["PHOENIX_LOG_FORMAT"],
         PHOENIX_READY_MAX_LAG="3600",
     ) as stack:
         eventually(

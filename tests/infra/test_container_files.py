@@ -207,6 +207,10 @@ def test_the_runtime_runs_phoenix_up_as_a_non_root_user() -> None:
     assert int(env["PORT"]) >= 1024  # HAProxy runs as the image's user: no privileged port
     assert int(env["PHOENIX_MIN_WORKERS"]) >= 2  # a sibling for the edge to retry on
     assert env["PHOENIX_BACKUP_AT"] == "off"  # a service of its own in a cluster
+    # Every part's log on the container's output (docker logs, kubectl logs, awslogs), not
+    # in files that go with the volume; text stays the format at a terminal.
+    assert env["PHOENIX_LOG_TO"] == "stdout"
+    assert "PHOENIX_LOG_FORMAT" not in env
     assert env["PHOENIX_HOME"].startswith("/")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # a read-only root file system
     assert values(runtime, "EXPOSE") == [env["PORT"]]

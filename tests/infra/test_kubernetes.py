@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 SCHEMAS = KUBERNETES / "schemas"
 TOOLS = ROOT / ".venv-tools" / "bin"
-KUBERNETES_VERSION = "1.30.0"  # the oldest the manifests need: native sidecar, preStop sleep
+KUBERNETES_VERSION = "1.30.0"  # the oldest the README promises
 OVERLAYS = ("staging", "production")
 HOME = "/var/lib/phoenix"
 
@@ -253,9 +253,10 @@ def test_the_application_is_probed_on_health_and_ready(deployment: dict[str, Any
     [app] = deployment["spec"]["template"]["spec"]["containers"]
     assert app["name"] == "phoenix"
     assert app["args"] == ["up"]
-    assert app["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert app["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert app["startupProbe"]["httpGet"]["path"] == "/health"
+    # Readiness never asks the database (/ready does): an outage must not take every pod
+    # out of the Service, the journal absorbs it and the alerts say so.
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert app[probe]["httpGet"]["path"] == "/health", probe
     assert {p["name"]: p["containerPort"] for p in app["ports"]} == {"http": 8080}
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert app[probe]["httpGet"]["port"] == "http"
@@ -267,6 +268,24 @@ def test_the_application_is_probed_on_health_and_ready(deployment: dict[str, Any
     assert int(env["PHOENIX_MIN_WORKERS"]) >= 2
     assert int(env["PHOENIX_MAX_WORKERS"]) >= int(env["PHOENIX_MIN_WORKERS"])
     assert env["PHOENIX_BACKUP_AT"] == "off"  # the CronJob backs up
+    # Every part of the stack on the container's output, one JSON object a line.
+    assert env["PHOENIX_LOG_FORMAT"] == "json"
+
+
+def test_a_pod_is_removed_only_once_its_journal_is_in_the_database_or_a_bound_passed(
+    deployment: dict[str, Any],
+) -> None:
+    spec = deployment["spec"]["template"]["spec"]
+    [app] = spec["containers"]
+    command = app["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    wait = re.fullmatch(r"sleep (\d+) && exec phoenix collect --drain (\d+)", command[2])
+    assert wait, command
+    endpoints, drain = int(wait.group(1)), int(wait.group(2))
+    assert endpoints >= 5  # the endpoints are removed before the stack stops serving
+    assert 60 <= drain <= 600  # long enough for a short outage, bounded for a drain
+    # The grace period holds the preStop and the stack's own stop after it.
+    assert spec["terminationGracePeriodSeconds"] >= endpoints + drain + 30
 
 
 def test_phoenix_up_collects_its_journal_on_the_pods_emptydir(deployment: dict[str, Any]) -> None:
@@ -319,7 +338,7 @@ def test_every_container_runs_as_non_root_on_a_read_only_root(rendered: Rendered
 
 def test_overlays_set_their_own_image_tag_resources_and_host(rendered: Rendered) -> None:
     expected = {
-        "staging": ("main", "phoenix.staging.example.com", "704Mi"),
+        "staging": ("0.1.0", "phoenix.staging.example.com", "704Mi"),
         "production": ("0.1.0", "phoenix.example.com", "1280Mi"),
     }[rendered.overlay]
     tag, host, memory = expected
@@ -432,12 +451,20 @@ def test_prometheus_scrapes_the_pods_and_alerts_on_cpu_peaks(rendered: Rendered)
         for r in group["rules"]
         if "alert" in r
     }
-    assert {"PhoenixCPUPeak", "PhoenixBackupMissing"} <= set(rules)
+    assert {
+        "PhoenixCPUPeak",
+        "PhoenixBackupMissing",
+        "PhoenixJournalLag",
+        "PhoenixStoreUnreachable",
+    } <= set(rules)
     peak = rules["PhoenixCPUPeak"]
     assert "container_cpu_usage_seconds_total" in peak["expr"]
     assert ">= 0.8" in peak["expr"]  # PHOENIX_CPU_THRESHOLD 80 %
+    assert "phoenix_journal_lag_seconds" in rules["PhoenixJournalLag"]["expr"]
     for rule in rules.values():
-        assert f'namespace="{rendered.namespace}"' in rule["expr"], rule["alert"]
+        # Every namespace an expression names is the overlay's (none is left to the base).
+        scopes = re.findall(r'namespace="([^"]*)"', rule["expr"])
+        assert scopes and set(scopes) == {rendered.namespace}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
 
     route = rendered.one("AlertmanagerConfig", "phoenix")["spec"]
@@ -462,6 +489,8 @@ def test_the_database_comes_from_secrets_the_readme_explains(rendered: Rendered)
                 referenced.add(volume["secret"]["secretName"])
     for ingress in rendered.all("Ingress"):
         referenced.update(tls["secretName"] for tls in ingress["spec"].get("tls", []))
+    for account in rendered.all("ServiceAccount"):
+        referenced.update(s["name"] for s in account.get("imagePullSecrets", []))
     for receiver in rendered.one("AlertmanagerConfig", "phoenix")["spec"]["receivers"]:
         referenced.update(w["urlSecret"]["name"] for w in receiver.get("webhookConfigs", []))
     statefulsets = rendered.all("StatefulSet")
@@ -478,7 +507,7 @@ def test_the_database_comes_from_secrets_the_readme_explains(rendered: Rendered)
         assert "phoenix-db" in referenced
     readme = (KUBERNETES / "README.md").read_text()
     for secret in referenced:
-        assert re.search(rf"create secret (generic|tls) {secret}\b", readme), (
+        assert re.search(rf"create secret (generic|tls|docker-registry) {secret}\b", readme), (
             f"deploy/kubernetes/README.md should say how to create the Secret {secret}"
         )
 
@@ -488,3 +517,163 @@ def test_each_pod_journals_under_its_own_name() -> None:
         Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "base" / "deployment.yaml"
     ).read_text()
     assert "PHOENIX_INSTANCE" in text and "fieldPath: metadata.name" in text
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: run scripts/bootstrap --dev (Debian's prometheus)")
+    return found
+
+
+def series(name: str, values: str, **labels: str) -> dict[str, str]:
+    inner = ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+def test_the_alerts_fire_when_they_should_and_only_then(rendered: Rendered, tmp_path: Path) -> None:
+    """promtool evaluates the overlay's rules on made-up series, minute by minute."""
+    groups = json.loads(json.dumps(rendered.one("PrometheusRule", "phoenix")["spec"]["groups"]))
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)  # promtool compares them whole: the labels suffice
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    checked = run([promtool(), "check", "rules", str(tmp_path / "rules.yaml")], timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    ns = rendered.namespace
+    backup = {"namespace": ns, "cronjob": "phoenix-backup", "job": "kube-state-metrics"}
+    target = {"namespace": ns, "service": "phoenix", "job": "phoenix"}
+    minutes = "x2000"  # a sample a minute for about 33 h
+    cases = [
+        {  # never succeeded: kube-state-metrics has no last-success series at all
+            "interval": "1m",
+            "input_series": [series("kube_cronjob_created", "0" + minutes, **backup)],
+            "alert_rule_test": [
+                {"eval_time": "20h", "alertname": "PhoenixBackupMissing", "exp_alerts": []},
+                {
+                    "eval_time": "28h",
+                    "alertname": "PhoenixBackupMissing",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "namespace": ns,
+                                "cronjob": "phoenix-backup",
+                                "severity": "critical",
+                            }
+                        }
+                    ],
+                },
+            ],
+        },
+        {  # succeeded 27 h ago, created long before: missing; succeeded 1 h ago: fine
+            "interval": "1m",
+            "input_series": [
+                series("kube_cronjob_created", "0" + minutes, **backup),
+                series("kube_cronjob_status_last_successful_time", "3600" + minutes, **backup),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2h", "alertname": "PhoenixBackupMissing", "exp_alerts": []},
+                {
+                    "eval_time": "28h",
+                    "alertname": "PhoenixBackupMissing",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "namespace": ns,
+                                "cronjob": "phoenix-backup",
+                                "severity": "critical",
+                            }
+                        }
+                    ],
+                },
+            ],
+        },
+        {  # p1 falls behind, p2 keeps up, p3 loses its store, p4 is not scraped at all
+            "interval": "1m",
+            "input_series": [
+                series("up", "1x60", pod="p1", **target),
+                series("phoenix_journal_lag_seconds", "0+20x60", pod="p1", **target),
+                series("up", "1x60", pod="p2", **target),
+                series("phoenix_journal_lag_seconds", "0x60", pod="p2", **target),
+                series("up", "1x60", pod="p3", **target),
+                series("phoenix_journal_lag_seconds", "0 0 0 _x57", pod="p3", **target),
+                series("up", "0x60", pod="p4", **target),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "PhoenixJournalLag", "exp_alerts": []},
+                {
+                    "eval_time": "20m",
+                    "alertname": "PhoenixJournalLag",
+                    "exp_alerts": [
+                        {"exp_labels": {"namespace": ns, "pod": "p1", "severity": "warning"}}
+                    ],
+                },
+                {"eval_time": "3m", "alertname": "PhoenixStoreUnreachable", "exp_alerts": []},
+                {
+                    "eval_time": "20m",
+                    "alertname": "PhoenixStoreUnreachable",
+                    "exp_alerts": [
+                        {"exp_labels": {"namespace": ns, "pod": "p3", "severity": "critical"}}
+                    ],
+                },
+            ],
+        },
+    ]
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": cases}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run(
+        [promtool(), "test", "rules", "tests.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_is_a_configmap_the_grafana_sidecar_loads(rendered: Rendered) -> None:
+    dashboard = rendered.one("ConfigMap", "phoenix-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    [(key, text)] = dashboard["data"].items()
+    assert key == "phoenix.json"
+    assert text == (KUBERNETES / "base" / "dashboards" / "phoenix.json").read_text()
+    assert json.loads(text)["uid"] == "cloud-phoenix"
+
+
+def test_one_kustomize_edit_set_image_line_points_every_container_at_the_image(
+    tmp_path: Path,
+) -> None:
+    # What `kustomize edit set image ghcr.io/OWNER/cloud-phoenix=ghcr.io/acme/cloud-phoenix:SHA`
+    # writes into the overlay (no kustomize binary here: kubectl only builds).
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, copy)
+    overlay = copy / "overlays" / "production" / "kustomization.yaml"
+    kustomization = yaml.safe_load(overlay.read_text())
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    kustomization["images"] = [
+        {
+            "name": "ghcr.io/OWNER/cloud-phoenix",
+            "newName": "ghcr.io/acme/cloud-phoenix",
+            "newTag": sha,
+        }
+    ]
+    overlay.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    result = run([kubectl(), "kustomize", str(overlay.parent)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+    rendered = Rendered("production", "phoenix-production", result.stdout, objects)
+    images = {
+        name: container["image"]
+        for name, spec in pod_specs(rendered)
+        for container in containers(spec)
+        if "mongo" not in container["image"]
+    }
+    assert set(images) == {"Deployment/phoenix", "CronJob/phoenix-backup"}
+    assert set(images.values()) == {f"ghcr.io/acme/cloud-phoenix:{sha}"}
+    # Both pull with the ServiceAccount's pull secret.
+    [account] = rendered.all("ServiceAccount")
+    assert account["imagePullSecrets"] == [{"name": "phoenix-ghcr"}]
+    for name, spec in pod_specs(rendered):
+        assert spec["serviceAccountName"] == account["metadata"]["name"], name

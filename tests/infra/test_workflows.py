@@ -237,27 +237,86 @@ def test_ci_runs_the_suite_against_a_real_mongodb() -> None:
     assert "27017:27017" in mongo["ports"]
     assert "--health-cmd" in mongo["options"]
     assert test["env"]["PHOENIX_TEST_MONGODB_URL"] == "mongodb://localhost:27017/phoenix_test"
+    assert test["env"]["PHOENIX_TEST_MONGODB_TRANSACTIONS"] == "false"  # standalone
     [python] = steps_using(test, "actions/setup-python")
     assert python["with"]["python-version"] == "3.11"
     # The project's own entry point, as root (scripts/bootstrap installs Debian packages).
     assert re.search(r"sudo -E env \"PATH=\$PATH\" bash \.ci/run", run_scripts(test))
 
 
-def test_ci_pushes_only_an_immutable_commit_tag_and_only_from_main() -> None:
+def test_ci_runs_the_mongodb_contract_on_a_replica_set_too() -> None:
+    job = jobs(CI)["mongodb-replica-set"]
+    env = job["env"]
+    assert env["PHOENIX_TEST_MONGODB_URL"].endswith("?replicaSet=rs0")
+    # tests/store/test_mongodb_paths.py fails if the server does not take this path.
+    assert env["PHOENIX_TEST_MONGODB_TRANSACTIONS"] == "true"
+    script = run_scripts(job)
+    assert re.search(r"docker run .*mongo:7 \\\n\s+--replSet rs0", script), script
+    assert "rs.initiate(" in script and "isWritablePrimary" in script
+    assert "scripts/bootstrap --dev" in script
+    assert re.search(r"pytest .*-k mongodb tests/store", script)
+
+
+PUBLISH = (
+    "github.event_name == 'push' && "
+    "(github.ref == 'refs/heads/main' || startsWith(github.ref, 'refs/tags/v'))"
+)
+
+
+def test_ci_pushes_the_commit_tag_from_main_and_a_version_from_a_release_only() -> None:
+    workflow = load(CI)
+    assert workflow["on"]["push"]["tags"] == ["v*.*.*"]
     image = jobs(CI)["image"]
-    assert image["needs"] == "test"
-    on_main = "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert image["needs"] == ["test", "mongodb-replica-set"]
     [login] = steps_using(image, "docker/login-action")
-    assert login["if"] == on_main
+    assert login["if"] == PUBLISH
     assert login["with"]["registry"] == "ghcr.io"
     assert login["with"]["password"] == "${{ secrets.GITHUB_TOKEN }}"
     [build] = steps_using(image, "docker/build-push-action")
-    assert build["with"]["push"] == "${{ " + on_main + " }}"
+    assert build["with"]["push"] == "${{ " + PUBLISH + " }}"
     assert build["with"]["file"] == "Dockerfile"
-    tags = [t.strip() for t in re.split(r"[,\n]", build["with"]["tags"]) if t.strip()]
-    assert tags == ["${{ steps.image.outputs.name }}:${{ github.sha }}"]
-    assert "ghcr.io/${GITHUB_REPOSITORY,,}" in run_scripts(image)
+    assert build["with"]["tags"] == "${{ steps.image.outputs.tags }}"
     assert ":latest" not in CI.read_text()
+
+
+def image_tags(tmp_path: Path, ref: str) -> tuple[int, list[str], str]:
+    """The image job's own step that names the tags, run by bash as the runner would."""
+    [step] = [s for s in jobs(CI)["image"]["steps"] if s.get("id") == "image"]
+    output = tmp_path / "output"
+    output.write_text("")
+    result = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", step["run"]],
+        env={
+            "GITHUB_REPOSITORY": "Acme/Cloud-Phoenix",
+            "GITHUB_SHA": "0123456789abcdef0123456789abcdef01234567",
+            "GITHUB_REF": ref,
+            "GITHUB_REF_NAME": ref.rsplit("/", 1)[-1],
+            "GITHUB_OUTPUT": str(output),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    text = output.read_text()
+    tags = text.split("tags<<END_OF_TAGS\n", 1)[-1].split("END_OF_TAGS", 1)[0].split()
+    return result.returncode, tags if "tags<<" in text else [], result.stdout + result.stderr
+
+
+def test_main_gets_the_commit_tag_and_a_release_its_version_too(tmp_path: Path) -> None:
+    sha = "ghcr.io/acme/cloud-phoenix:0123456789abcdef0123456789abcdef01234567"
+    assert image_tags(tmp_path, "refs/heads/main")[:2] == (0, [sha])
+    assert image_tags(tmp_path, "refs/pull/7/merge")[:2] == (0, [sha])
+    release = image_tags(tmp_path, "refs/tags/v0.1.0")
+    assert release[:2] == (0, [sha, "ghcr.io/acme/cloud-phoenix:0.1.0"])
+    code, tags, said = image_tags(tmp_path, "refs/tags/v1.2")
+    assert (code, tags) == (1, []) and "not vMAJOR.MINOR.PATCH" in said
+    # The tag the overlays pin is one a release publishes.
+    for overlay in ("staging", "production"):
+        kustomization = ROOT / "deploy" / "kubernetes" / "overlays" / overlay / "kustomization.yaml"
+        [image] = yaml.safe_load(kustomization.read_text())["images"]
+        assert re.fullmatch(r"\d+\.\d+\.\d+", image["newTag"]), overlay
 
 
 # --- deploy ----------------------------------------------------------------------------

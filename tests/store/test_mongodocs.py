@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 from bson.int64 import Int64
 from pymongo.errors import BulkWriteError, ServerSelectionTimeoutError
+from pymongo.topology_description import TOPOLOGY_TYPE
 
 from cloud_phoenix.journal import AccessRecord, JournalEntry
 from cloud_phoenix.store.base import Cursor, LogQuery, StoreError
 from cloud_phoenix.store.mongodocs import (
     error_detail,
     event_from,
+    has_transactions,
     log_row,
     mongo_filter,
     record_document,
@@ -99,3 +101,27 @@ def test_a_failed_batch_names_the_error_that_is_not_a_duplicate() -> None:
 def test_a_server_selection_error_loses_its_topology_dump() -> None:
     error = ServerSelectionTimeoutError("db:27017: timed out, Topology Description: <...>")
     assert error_detail(error) == "db:27017: timed out"
+
+
+@pytest.mark.parametrize(
+    ("hello", "topology", "expected"),
+    [
+        ({"setName": "rs0", "isWritablePrimary": True}, "ReplicaSetWithPrimary", True),
+        ({"msg": "isdbgrid"}, "Sharded", True),
+        ({"isWritablePrimary": True}, "Single", False),
+        # A replica set member reached with directConnection=true: hello still names the set.
+        ({"setName": "rs0"}, "Single", True),
+        # No hello (some DocumentDB versions): the driver's topology description decides.
+        (None, "ReplicaSetWithPrimary", True),
+        (None, "Sharded", True),
+        (None, "Single", False),
+        (None, "ReplicaSetNoPrimary", False),
+        (None, "Unknown", False),
+        (None, "LoadBalanced", False),
+    ],
+)
+def test_transactions_where_hello_or_else_the_drivers_topology_says_so(
+    hello: dict[str, object] | None, topology: str, expected: bool
+) -> None:
+    assert topology in TOPOLOGY_TYPE._fields  # the driver's own names
+    assert has_transactions(hello, topology) is expected

@@ -154,6 +154,7 @@ def create_app(
         journal=rt.journal,
         metrics=rt.metrics,
         stdout=settings.access_log_stdout,
+        json_lines=settings.log_format == "json",
     )
     return app
 

@@ -1,10 +1,11 @@
 """The ASGI middleware that gives each request an id and records it once answered.
 
 It wraps the whole application so that every request, including a 404 and an error,
-appends exactly one line to the journal, one combined-format line to stdout, and its
-figures to the metrics. The line is written just before the last piece of the response
-is handed to the server, never after the client could have it. `/crash` calls the
-recorder itself before the process exits.
+appends exactly one line to the journal, one combined-format line to stdout (inside a JSON
+object with PHOENIX_LOG_FORMAT=json), and its figures to the metrics. The line is written
+just before the last piece of the response is handed to the server, never after the client
+could have it. `/crash` calls the recorder itself before the process exits. While a request
+is answered, its id is on every log line of the process (logformat.REQUEST_ID).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cloud_phoenix.journal import (
     cap_value,
     journal_line,
 )
+from cloud_phoenix.logformat import REQUEST_ID, iso_time, json_line
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ REQUEST_ID_KEY = "phoenix.request_id"
 ROUTE_KEY = "phoenix.route"  # set by handlers outside the router (the static pages)
 MAX_REQUEST_ID = 128
 COMBINED_TIME = "%d/%b/%Y:%H:%M:%S +0000"
+ACCESS_LOGGER = "cloud_phoenix.access"  # the `logger` of an access line in JSON
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -125,6 +128,19 @@ def _combined(record: AccessRecord, http_version: str, stamp: str) -> bytes:
     ).encode()
 
 
+def access_json(line: bytes, started: float, request_id: str) -> bytes:
+    """A combined line as the JSON object of a log line: its text is the message."""
+    fields = {
+        "time": iso_time(started),
+        "level": "info",
+        "logger": ACCESS_LOGGER,
+        "message": line.decode("latin-1").rstrip("\n"),
+        "pid": os.getpid(),
+        "request_id": request_id,
+    }
+    return json_line(fields).encode() + b"\n"
+
+
 def new_request_id() -> str:
     """128 random bits in hex. A correlation id, not a secret: the process's Mersenne Twister
     (seeded from the OS, reseeded in every forked child) is enough and costs no system call."""
@@ -139,12 +155,18 @@ class RequestLog:
     """
 
     def __init__(
-        self, app: ASGIApp, journal: JournalWriter, metrics: Metrics, stdout: bool = True
+        self,
+        app: ASGIApp,
+        journal: JournalWriter,
+        metrics: Metrics,
+        stdout: bool = True,
+        json_lines: bool = False,
     ) -> None:
         self.app = app
         self.journal = journal
         self.metrics = metrics
         self.stdout = stdout
+        self.json_lines = json_lines
         self._time = TimeFormatter()
         self._combined_stamp = (-1, "")  # (second, "28/Nov/2026:01:02:03 +0000")
 
@@ -209,10 +231,12 @@ class RequestLog:
 
         scope[FINISH_KEY] = finish
         scope[REQUEST_ID_KEY] = request_id
+        token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             finish()
+            REQUEST_ID.reset(token)
 
     def _record(
         self,
@@ -252,6 +276,8 @@ class RequestLog:
             line = _combined(
                 AccessRecord(*fields), scope.get("http_version", "1.1"), self._stamp(started)
             )
+            if self.json_lines:
+                line = access_json(line, started, request_id)
             with contextlib.suppress(OSError):  # a closed stdout must not fail the request
                 os.write(1, line)
         route: Any = scope.get("route")  # the router's match; the fast lanes set ROUTE_KEY

@@ -10,7 +10,6 @@ knows (no stack runs here, a refusal) it says through `fail`.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from cloud_phoenix import exitcodes
 from cloud_phoenix.backup.errors import BackupError
 from cloud_phoenix.config import ConfigError, Settings
 from cloud_phoenix.exitcodes import CannotStart
+from cloud_phoenix.logformat import configure
 from cloud_phoenix.stack.runfiles import RunFileError
 from cloud_phoenix.store.base import StoreError
 
@@ -65,9 +65,6 @@ def load_settings() -> Settings:
 
 
 def setup_logging(settings: Settings) -> None:
-    """Log lines to stderr, where a service manager collects them."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+    """Log lines to stderr, where a service manager or a container runtime collects them:
+    text, or one JSON object a line (PHOENIX_LOG_FORMAT=json)."""
+    configure(settings.log_level, settings.log_format, sys.stderr)

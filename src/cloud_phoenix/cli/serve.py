@@ -12,6 +12,7 @@ import typer
 
 from cloud_phoenix import exitcodes
 from cloud_phoenix.cli.edge import edge, fail, load_settings, setup_logging
+from cloud_phoenix.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,22 @@ def serve() -> None:
     log.info("stopped")
 
 
+def _drain(settings: Settings, within: float) -> None:
+    from cloud_phoenix.collector.drain import wait_collected
+
+    drained = wait_collected(settings, within)
+    if not drained.collected:
+        left = "unknown (the store never answered)"
+        if drained.bytes_left is not None:
+            left = f"{drained.bytes_left} bytes"
+        raise fail(
+            f"the journal is not all in the store after {drained.waited:.0f} s: {left} "
+            "left in the journal",
+            exitcodes.TEMPFAIL,
+        )
+    log.info("drain: the store holds the whole journal (waited %.1f s)", drained.waited)
+
+
 def _after_graceful_stop(_signum: int, _frame: FrameType | None) -> None:
     """Reached only after uvicorn has drained and shut the application down."""
 
@@ -65,6 +82,16 @@ def _after_graceful_stop(_signum: int, _frame: FrameType | None) -> None:
 @edge
 def collect(
     once: Annotated[bool, typer.Option(help="Collect what is there, then exit.")] = False,
+    drain: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=86400,
+            metavar="SECONDS",
+            help="Collect nothing: wait, at most SECONDS, until the running collector has "
+            "stored the whole journal (a pod's preStop); exit 0 then, 75 if not.",
+        ),
+    ] = None,
 ) -> None:
     """Tail the journal into the store (exactly once) until stopped."""
     from cloud_phoenix.collector.loop import Collector
@@ -74,6 +101,9 @@ def collect(
 
     settings = load_settings()
     setup_logging(settings)
+    if drain is not None:
+        _drain(settings, drain)
+        return
     prepare_home(settings)
     store = open_store(settings.db_url)
     collector = Collector(

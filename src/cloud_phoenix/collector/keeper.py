@@ -31,19 +31,30 @@ from cloud_phoenix.collector.loop import Collector
 from cloud_phoenix.config import Settings
 from cloud_phoenix.proc.background import make_idle
 from cloud_phoenix.proc.child import Child, ChildSpec
+from cloud_phoenix.proc.relay import Relay
 from cloud_phoenix.store import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
 
 def collector_spec(
-    env: dict[str, str], log_path: Path | None, own_session: bool = False
+    env: dict[str, str],
+    log_path: Path | None,
+    own_session: bool = False,
+    relay: Relay | None = None,
 ) -> ChildSpec:
-    """`phoenix collect`: the supervisor's child (its own log file) or serve's (stderr).
-    A stop while it starts waits for its handler, so its last pass always runs."""
+    """`phoenix collect`: the supervisor's child (its own log file, or the supervisor's
+    output) or serve's (stderr). A stop while it starts waits for its handler, so its last
+    pass always runs."""
     argv = [sys.executable, "-m", "cloud_phoenix", "collect"]
     return ChildSpec(
-        "collector", argv, env, log_path=log_path, own_session=own_session, holds_stops=True
+        "collector",
+        argv,
+        env,
+        log_path=log_path,
+        own_session=own_session,
+        holds_stops=True,
+        relay=relay,
     )
 
 

@@ -6,15 +6,20 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from cloud_phoenix.proc.background import die_with_parent, stops_held
 from cloud_phoenix.proc.backoff import RESTART
+from cloud_phoenix.proc.relay import Relay, start_relay
 
 log = logging.getLogger(__name__)
+
+RELAY_DRAIN = 5.0  # s: how long a stop waits for the relay to pass a child's last lines on
 
 HEALTHY_AFTER = 60.0  # seconds up after which a child's restart backoff starts again
 
@@ -30,6 +35,9 @@ class ChildSpec:
     stop_signal: int = signal.SIGTERM
     death_signal: int = signal.SIGTERM
     log_path: Path | None = None  # stdout and stderr, appended; None: the supervisor's own
+    # Set: the output passes through a relay that makes every line a JSON object
+    # (PHOENIX_LOG_FORMAT=json), on its way to log_path or the supervisor's stdout.
+    relay: Relay | None = None
     # Its own session (and so its own autogroup, for a background child at idle priority).
     # Every child has a process group of its own anyway: a Ctrl-C in the terminal reaches
     # only the supervisor, which stops its children in order (HAProxy and gunicorn would
@@ -52,6 +60,7 @@ class Child:
     failures: int = 0  # consecutive exits without a healthy minute in between
     next_start: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
+    relay_thread: threading.Thread | None = None
 
     @property
     def restarts(self) -> int:
@@ -66,7 +75,7 @@ class Child:
 
     def start(self, now: float) -> None:
         death_signal = self.spec.death_signal
-        output = open(self.spec.log_path, "ab") if self.spec.log_path else None  # noqa: SIM115
+        output, relay_ends = self._open_output()
         try:
             with stops_held() if self.spec.holds_stops else nullcontext():
                 self.process = subprocess.Popen(
@@ -85,12 +94,34 @@ class Child:
                     stdout=output,
                     stderr=subprocess.STDOUT if output else None,
                 )
+        except BaseException:
+            for fd in relay_ends:
+                os.close(fd)
+            raise
         finally:
             if output is not None:
                 output.close()  # the child has its own copy
+        if self.spec.relay is not None and relay_ends:
+            source, sink = relay_ends
+            self.relay_thread = start_relay(source, sink, self.spec.relay, self.process.pid)
         self.started_at = now
         self.starts += 1
         log.info("%s started (pid %d)", self.spec.name, self.process.pid)
+
+    def _open_output(self) -> tuple[BinaryIO | None, tuple[int, int] | tuple[()]]:
+        """What the child writes to: its log file, or the supervisor's own output (None);
+        with a relay, a pipe to it, and the relay's ends: the pipe's read end and a copy of
+        the destination (both the relay's to close)."""
+        output = open(self.spec.log_path, "ab") if self.spec.log_path else None  # noqa: SIM115
+        if self.spec.relay is None:
+            return output, ()
+        try:
+            sink = os.dup(output.fileno() if output is not None else 1)
+        finally:
+            if output is not None:
+                output.close()
+        read_end, write_end = os.pipe()
+        return open(write_end, "wb"), (read_end, sink)
 
     def reap(self, now: float) -> int | None:
         """If the process has exited: note it, plan the restart, return its exit code."""
@@ -117,8 +148,13 @@ class Child:
             return None
         self.signal(self.spec.stop_signal)
         try:
-            return self.process.wait(grace)
+            code = self.process.wait(grace)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %.0f s: killing it", self.spec.name, grace)
             self.process.kill()
-            return self.process.wait(5)
+            code = self.process.wait(5)
+        if self.relay_thread is not None:
+            # Its last lines (a stop's notices, a final pass) reach the output before the
+            # supervisor goes on, and maybe exits; bounded, in case a descendant holds the pipe.
+            self.relay_thread.join(RELAY_DRAIN)
+        return code

@@ -35,6 +35,7 @@ from cloud_phoenix.cpuwatch.decide import CpuPolicy
 from cloud_phoenix.cpuwatch.watch import CpuWatch
 from cloud_phoenix.exitcodes import CannotStart
 from cloud_phoenix.journal import format_time
+from cloud_phoenix.logformat import formatter
 from cloud_phoenix.notify.events import EventLog
 from cloud_phoenix.notify.notice import Notice
 from cloud_phoenix.notify.notifier import Notifier
@@ -56,6 +57,8 @@ from cloud_phoenix.stack.spec import (
     child_env,
     gunicorn_spec,
     haproxy_spec,
+    log_path,
+    relay,
 )
 from cloud_phoenix.stack.status import (
     Operations,
@@ -120,7 +123,7 @@ class Supervisor:
         self.env = child_env(s, self.metrics_dir)
         specs = [
             collector_spec(
-                self.env, None if s.collector_log == "stderr" else s.logs_dir / "collector.log"
+                self.env, log_path(s, "collector"), relay=relay(s, "collector", "error")
             ),
             self._gunicorn_spec(),
             haproxy_spec(
@@ -413,9 +416,11 @@ def worker_pids(master: int | None) -> list[int]:
 
 
 def log_to_file(settings: Settings) -> None:
-    """The supervisor's log also goes to PHOENIX_HOME/logs/phoenix.log (archived by backups)."""
-    handler = logging.FileHandler(settings.logs_dir / "phoenix.log")
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    )
+    """The supervisor's log also goes to PHOENIX_HOME/logs/phoenix.log (archived by backups),
+    unless PHOENIX_LOG_TO=stdout: then its stderr is all there is, as for its children."""
+    path = log_path(settings, "phoenix")
+    if path is None:
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(formatter(settings.log_format))
     logging.getLogger().addHandler(handler)

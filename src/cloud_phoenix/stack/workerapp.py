@@ -54,17 +54,22 @@ def from_environment() -> PhoenixApp:
     return worker_app(Settings.from_env(os.environ))
 
 
-# The supervisor's figures, as its status file states them (counters: they only grow).
+# The supervisor's figures, as its status file states them.
 def operations_figures(settings: Settings) -> dict[str, float]:
-    """CPU peaks, notifications and backups, read at scrape time (the same in every worker)."""
+    """Workers, CPU peaks, notifications and backups, read at scrape time (the same in every
+    worker)."""
     figures: dict[str, float] = {}
     try:
         status = read_status(settings.run_dir)
     except StatusError as exc:  # damaged, or another version's: the backups still count
         log.debug("status file unreadable: %s", exc)
         status = None
-    if status is not None:  # the supervisor's counters: they only grow
+    if status is not None:  # the supervisor of `phoenix up` writes it
+        # The autoscaler's count and what runs, as of the status file (written every second).
+        figures["phoenix_workers_desired"] = float(status.workers.desired)
+        figures["phoenix_workers_running"] = float(status.workers.running)
         operations = status.operations
+        figures["phoenix_cpu_in_peak"] = float(operations.cpu_in_peak)
         figures["phoenix_cpu_peaks_total"] = float(operations.cpu_peaks)
         figures["phoenix_notifications_sent_total"] = float(operations.notifications_sent)
         figures["phoenix_notifications_failed_total"] = float(operations.notifications_failed)

@@ -47,6 +47,7 @@ from cloud_phoenix.store.mongodocs import (
     Document,
     error_detail,
     event_from,
+    has_transactions,
     log_row,
     mongo_filter,
     record_document,
@@ -214,8 +215,18 @@ class MongoStore:
         """Replica set or mongos: multi-document transactions are there (pymongo 4.x
         speaks to no server older than 4.4, so the version needs no check)."""
         if self._transactions is None:
-            hello = self._client.admin.command("hello")
-            self._transactions = "setName" in hello or hello.get("msg") == "isdbgrid"
+            hello: dict[str, Any] | None
+            try:
+                hello = self._client.admin.command("hello")
+            except OperationFailure as exc:
+                if exc.code in _AUTH_CODES:
+                    raise
+                # A server without `hello` (some DocumentDB versions refuse it): the driver
+                # has discovered the topology by now, with the handshake the server does know.
+                log.info("MongoDB at %s has no hello command (%s)", self.target, exc.code)
+                hello = None
+            topology = self._client.topology_description.topology_type_name
+            self._transactions = has_transactions(hello, topology)
             log.info(
                 "MongoDB at %s: batches commit %s",
                 self.target,

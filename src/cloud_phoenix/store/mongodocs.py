@@ -22,6 +22,20 @@ from cloud_phoenix.store.base import (
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000  # MongoDB's error code for a second document with the same _id
+# The driver's topology types (pymongo's TopologyDescription.topology_type_name) whose
+# servers run multi-document transactions: a replica set's primary, a sharded cluster's
+# mongos.
+_TRANSACTIONAL_TOPOLOGIES = frozenset({"ReplicaSetWithPrimary", "Sharded"})
+
+
+def has_transactions(hello: Mapping[str, Any] | None, topology_type: str) -> bool:
+    """Whether batches can commit in a transaction: the server's `hello` says so (a replica
+    set names itself, a mongos says "isdbgrid"); where a server has no `hello` (None: some
+    DocumentDB versions refuse the command), the driver's own view of the topology decides.
+    In doubt, no: the compare-and-set path is exactly-once on any server."""
+    if hello is not None:
+        return "setName" in hello or hello.get("msg") == "isdbgrid"
+    return topology_type in _TRANSACTIONAL_TOPOLOGIES
 
 
 def mongo_filter(query: LogQuery) -> Document:
