@@ -62,11 +62,12 @@ def private_address(host: str) -> bool:
 
 
 def probe_kind(
-    method: str, path: str, header: bool, user_agent: str, forwarded: bool, client: str
+    method: str, path: str, header: bool, user_agent: str, forwarded: bool, client: str | None
 ) -> str | None:
     """What kind of probe the request is ("header", "elb", "kubelet", "prometheus"), or
     None if it is a request to journal. `header`: it has PROBE_HEADER; `forwarded`: it has
-    X-Forwarded-For; `client`: the address it came from."""
+    X-Forwarded-For; `client`: the address it came from, None if it has none (a Unix
+    socket's peer, or one gone before its connection was accepted: this host's own)."""
     if forwarded or path not in PROBE_PATHS or method not in PROBE_METHODS:
         return None
     if header:
@@ -74,6 +75,6 @@ def probe_kind(
     else:
         match = _AGENT.match(user_agent)  # group 1 is the agent's key: "$" takes no text
         kind = PROBE_AGENTS[match[1]] if match else None
-    if kind is None or not private_address(client):
+    if kind is None or (client is not None and not private_address(client)):
         return None
     return kind

@@ -134,12 +134,14 @@ def test_the_edge_health_probe_is_counted_but_not_journaled(tmp_path: Path) -> N
         return {"type": "http.request", "body": b""}
 
     probe = {**http_scope(x_phoenix_probe="edge"), "path": "/health"}
+    unix = {**http_scope(x_phoenix_probe="edge"), "path": "/health", "client": None}
+    asyncio.run(middleware(unix, receive, send))  # a Unix socket's peer: this host's own
     posing = {**http_scope(x_phoenix_probe="edge", x_forwarded_for="1.2.3.4"), "path": "/health"}
     asyncio.run(middleware(probe, receive, send))
     asyncio.run(middleware(posing, receive, send))
     assert [r["path"] for r in journal(tmp_path)] == ["/health"]  # only the client posing
     text = metrics.render().decode()
-    assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 1.0' in text
+    assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 2.0' in text
 
 
 def test_platform_probes_and_scrapes_are_counted_but_not_journaled(tmp_path: Path) -> None:

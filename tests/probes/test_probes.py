@@ -39,13 +39,14 @@ def test_the_agents_of_the_platform(user_agent: str, kind: str | None) -> None:
         ("GET", "/health", False, "172.32.0.1", None),  # just past 172.16.0.0/12
         ("GET", "/health", False, "testclient", None),
         ("GET", "/health", False, "", None),
+        ("GET", "/health", False, None, "kubelet"),  # a Unix socket's peer: this host
         ("POST", "/health", False, "10.0.1.2", None),
         ("GET", "/generatecert", False, "10.0.1.2", None),  # a probe's agent, not its path
         ("GET", "/health/", False, "10.0.1.2", None),
     ],
 )
 def test_a_probe_comes_straight_from_the_private_network_to_a_probe_path(
-    method: str, path: str, forwarded: bool, client: str, kind: str | None
+    method: str, path: str, forwarded: bool, client: str | None, kind: str | None
 ) -> None:
     assert probe_kind(method, path, False, "kube-probe/1.29", forwarded, client) == kind
     assert probe_kind(method, path, True, "curl/8", forwarded, client) == (kind and "header")

@@ -179,7 +179,7 @@ class RequestLog:
                 header,
                 user_agent,
                 forwarded,
-                client[0] if client else "",
+                client[0] if client else None,
             )
         status = 500
         sent = 0
