@@ -4,8 +4,11 @@ the new task's file under a name of its own, from its start, and says so."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from cloud_phoenix.collector.loop import NAME_REUSED, Collector
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time, journal_files
@@ -81,6 +84,8 @@ def test_a_task_that_reuses_the_old_tasks_name_loses_no_line(tmp_path: Path) -> 
     assert event.data["file"] == NAME and event.data["moved_to"] == moved
     assert event.data["size"] < event.data["stored_position"]
     assert "no line skipped" in event.message
+    again = Collector(store, new.journal)  # a restart: the moved file is the store's
+    assert again.collect_once() == 0 and again.stats.moved == 0
 
 
 def test_a_reused_name_is_found_when_the_new_file_is_already_the_longer(tmp_path: Path) -> None:
@@ -117,3 +122,40 @@ def test_the_file_the_store_read_is_read_on_without_a_move(tmp_path: Path) -> No
     assert (again.stats.moved, journal_files(task.journal)) == (0, [NAME])
     assert store.events(kind=NAME_REUSED) == []
     assert store.count() == 50
+
+
+@pytest.mark.parametrize(
+    ("written_after", "into_line", "stored_after"),
+    [
+        (50, 0, 50),  # longer than the store's position again when the collector looks
+        (10, 0, 10),  # still shorter
+        (50, 7, 49),  # cut mid-line: the new line glued to what is left of it is malformed
+    ],
+)
+def test_a_file_a_crash_cut_short_is_read_on_from_where_it_ends_now(
+    tmp_path: Path, written_after: int, into_line: int, stored_after: int
+) -> None:
+    """The host went down before the disk had the end of the journal that the store had
+    read (a database on another host keeps its positions). The file is the store's (its
+    first record is), so the store holds every whole line left: the lines written after
+    are stored, none twice, none skipped but one glued to a cut line."""
+    store = SQLiteStore(tmp_path / "db.sqlite3")
+    task = Task(tmp_path / "task", OLD_TASK)
+    task.serve(100)
+    assert Collector(store, task.journal).collect_once() == 100
+    path = task.journal / NAME
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = sum(len(line) for line in lines[:60])
+    os.truncate(path, kept + into_line)  # what the disk had
+    task.serve(written_after, writer=task.worker())  # the restarted instance
+
+    collector = Collector(store, task.journal)
+    assert collector.collect_once() == stored_after
+    assert collector.stats.malformed == written_after - stored_after
+    assert len(stored_ids(store)) == len(set(stored_ids(store))) == 100 + stored_after
+    (moved,) = journal_files(task.journal)
+    assert moved != NAME and moved_names(task.journal) == {NAME: moved}
+    (event,) = store.events(kind=NAME_REUSED)
+    assert event.data["collected"] == kept and "crash cut it short" in event.message
+    again = Collector(store, task.journal)  # a restart: the moved file is the store's
+    assert again.collect_once() == 0 and again.stats.moved == 0

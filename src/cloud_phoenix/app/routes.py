@@ -149,8 +149,9 @@ def ready(request: Request) -> JSONResponse:
     except StoreError as exc:
         reasons.append(store_failure(request, exc))
     notices = [
-        f"journal file {old} was moved to {new}: the store had read another file of that "
-        "name; its records are collected under the new name, none skipped"
+        f"journal file {old} was moved to {new}: the store's position for its name was "
+        "another file's, or the file was cut short by a crash; its records are collected "
+        "under the new name, none skipped"
         for old, new in moved_names(journal_dir).items()
     ]
     body = Readiness(

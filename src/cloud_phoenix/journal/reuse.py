@@ -5,7 +5,8 @@ says how much of *that* file has been collected, and its records' keys carry the
 instance that takes another's name on the same UTC day (a task given a reused address, a
 journal volume lost while the name was kept) starts a file the store believes read up to
 the other's position: its first lines would be skipped, and their keys would collide with
-the other file's records.
+the other file's records. A file that a crash cut short before the disk had its end, and
+that was written on, is in the same place past the cut.
 
 So the collector moves such a file to a name no file has had (`reissued_name`) and collects
 it from its start, and leaves a link at the old name: a writer that opens the old name later
