@@ -141,9 +141,9 @@ def ready(request: Request) -> JSONResponse:
                 f"(bound {rt.settings.ready_max_lag:g} s)"
             )
         reasons.extend(
-            f"journal file {name} is shorter than the store's position for its name: "
-            "another file had that name; none of it is collected until the collector "
-            "moves it to a new name"
+            f"journal file {name} is shorter than the store's position for its name "
+            "(another file had that name, or a crash cut it short): none of it is "
+            "collected until the collector moves it to a new name"
             for name in lag.shorter
         )
     except StoreError as exc:

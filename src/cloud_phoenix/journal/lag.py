@@ -18,8 +18,9 @@ PositionReader = Callable[[Collection[str]], dict[str, int]]
 @dataclass(frozen=True, slots=True)
 class Lag:
     """How far the store is behind the journal. `shorter`: files shorter than the store's
-    position for their name, whose name another file had (journal.reuse): the collector
-    moves each to a new name on its next pass, and reads none of it until then."""
+    position for their name (another file had the name, or a crash cut it short:
+    journal.reuse): the collector moves each to a new name on its next pass, and reads
+    none of it until then."""
 
     bytes: int
     seconds: float
