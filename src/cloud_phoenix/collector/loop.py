@@ -108,8 +108,10 @@ class Collector:
         # sleep(seconds) returns True when the collector was asked to stop meanwhile.
         self._sleep = sleep or self._stop.wait
         self._migrated = False
-        # Files found to be the ones the store read, by (device, inode): checked once.
+        # Files found to be the ones the store read, by (device, inode): checked once; and
+        # those found not to be, with why and how much of them the store holds.
         self._checked: dict[str, tuple[int, int]] = {}
+        self._mismatches: dict[str, tuple[tuple[int, int], tuple[str, int]]] = {}
         self._unmovable: set[str] = set()  # said once, not on every pass
 
     @classmethod
@@ -184,15 +186,26 @@ class Collector:
         shorter = stat.st_size < offset
         if not shorter and self._checked.get(name) == identity:
             return None
+        known = self._mismatches.get(name)
+        if known is not None and known[0] == identity:
+            return known[1]  # one that could not be moved yet: not searched on every pass
+        mismatch = self._mismatch(name, shorter, stat.st_size, offset)
+        if mismatch is None:
+            self._checked[name] = identity
+        else:
+            self._mismatches[name] = (identity, mismatch)
+        return mismatch
+
+    def _mismatch(self, name: str, shorter: bool, size: int, offset: int) -> tuple[str, int] | None:
+        """_other_file's answer, looked for in the file and the store."""
         path = self.journal_dir / name
         entries = read_chunk(path, 0, 1, max_bytes=_LINE_MAX).entries
         first = entries[0] if entries and entries[0].offset < offset else None
         if first is not None and not self._stored(first):
-            return f"its first record ({first.record.request_id}) is not in the store", 0
+            return f"its first record (at {first.pos}) is not in the store", 0
         if not shorter and self._ends_as_read(path, offset):
-            self._checked[name] = identity
             return None
-        what = f"it holds {stat.st_size} bytes, fewer than the {offset} the store has read"
+        what = f"it holds {size} bytes, fewer than the {offset} the store has read"
         if not shorter:
             what = f"the line the store read up to byte {offset} is not there"
         if first is None:  # no record tells whose file it is: none of it is the store's
