@@ -5,14 +5,11 @@ collector killed at any instant either wrote a batch and its position, or neithe
 next one starts where the store says. When the store is down it waits with backoff and
 catches up when it is back.
 
-A file is read on from the store's position only if it is the file the store read there,
-as far as the store read it (its first record and the line that ends at that position are
-the store's). One whose first record is not has a name another file had (journal.reuse):
-it is moved to a new name and read from its start. One that is shorter, or whose line at
-the position is not the store's, was cut short by a crash and written on: it is moved to a
-new name and read from the end of what the store holds of it. Either is said loudly (an
-error in the log, an event, /ready and /metrics), and no line of it is skipped. Once an
-hour the collector prunes what collector.retention says.
+A file is read on from the store's position only if it is the file the store read there
+(collector.filecheck). One that is not, another instance's file of the same name or one a
+crash cut short, is moved to a new name (journal.reuse) and read from the end of what the
+store holds of it, said loudly (an error in the log, an event, /ready and /metrics): no
+line of it is skipped. Once an hour the collector prunes what collector.retention says.
 """
 
 from __future__ import annotations
@@ -24,10 +21,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from cloud_phoenix.collector.filecheck import FileCheck, Mismatch
 from cloud_phoenix.collector.retention import (
     JournalFile,
     files_to_delete,
@@ -35,20 +33,12 @@ from cloud_phoenix.collector.retention import (
     positions_to_forget,
 )
 from cloud_phoenix.config import BACKUP_OFF, Settings
-from cloud_phoenix.journal import (
-    FILE_RE,
-    JournalEntry,
-    format_time,
-    journal_files,
-    parse_time,
-    read_chunk,
-)
+from cloud_phoenix.journal import FILE_RE, format_time, journal_files, read_chunk
 from cloud_phoenix.journal.lag import Lag, measure_lag
 from cloud_phoenix.journal.reuse import links, move_aside, reissued_name
 from cloud_phoenix.proc.backoff import Backoff
 from cloud_phoenix.store.base import (
     Event,
-    LogQuery,
     LogStore,
     PositionConflict,
     StoreError,
@@ -59,8 +49,6 @@ log = logging.getLogger(__name__)
 
 NAME_REUSED = "journal_name_reused"  # the event of a file moved to a new name
 PRUNE_EVERY = 3600.0  # seconds between prunes of the journal and the positions
-_LINE_MAX = 64 << 10  # bytes that hold a whole journal line: each value is capped
-_SAME_TIME = 100  # records of one microsecond looked through for a request id
 
 
 @dataclass(slots=True)
@@ -108,10 +96,7 @@ class Collector:
         # sleep(seconds) returns True when the collector was asked to stop meanwhile.
         self._sleep = sleep or self._stop.wait
         self._migrated = False
-        # Files found to be the ones the store read, by (device, inode): checked once; and
-        # those found not to be, with why and how much of them the store holds.
-        self._checked: dict[str, tuple[int, int]] = {}
-        self._mismatches: dict[str, tuple[tuple[int, int], tuple[str, int]]] = {}
+        self._files = FileCheck(store, journal_dir)
         self._unmovable: set[str] = set()  # said once, not on every pass
 
     @classmethod
@@ -146,12 +131,11 @@ class Collector:
             except FileNotFoundError:
                 continue
             if offset:
-                mismatch = self._other_file(name, stat, offset)
+                mismatch = self._files.mismatch(name, stat, offset)
                 if mismatch is not None:
-                    problem, collected = mismatch
-                    moved = self._move_aside(name, problem, stat.st_size, offset, collected)
+                    moved = self._move_aside(name, mismatch, stat.st_size, offset)
                     if moved is not None:
-                        positions[moved] = collected
+                        positions[moved] = mismatch.collected
                         pending.append(moved)  # read on in this pass
                     continue
             while offset < stat.st_size:
@@ -172,97 +156,11 @@ class Collector:
                 offset = chunk.end
         return inserted
 
-    def _other_file(self, name: str, stat: os.stat_result, offset: int) -> tuple[str, int] | None:
-        """Why `name` cannot be read on from the store's position `offset`, and how many of
-        its first bytes the store holds where they stand; None if it can.
-
-        The file is the one the store read if its first record and the line that ends at
-        `offset` are the store's (looked at once per file). If its first record is not,
-        another file had its name: the store holds none of it. If only the end is not (or
-        the file is shorter than `offset`), a crash cut it short before the disk had its
-        end, and new lines followed: the store holds it up to the cut. Either way lines read
-        on from `offset` would be skipped, or land on positions the store has."""
-        identity = (stat.st_dev, stat.st_ino)
-        shorter = stat.st_size < offset
-        if not shorter and self._checked.get(name) == identity:
-            return None
-        known = self._mismatches.get(name)
-        if known is not None and known[0] == identity:
-            return known[1]  # one that could not be moved yet: not searched on every pass
-        mismatch = self._mismatch(name, shorter, stat.st_size, offset)
-        if mismatch is None:
-            self._checked[name] = identity
-        else:
-            self._mismatches[name] = (identity, mismatch)
-        return mismatch
-
-    def _mismatch(self, name: str, shorter: bool, size: int, offset: int) -> tuple[str, int] | None:
-        """_other_file's answer, looked for in the file and the store."""
-        path = self.journal_dir / name
-        entries = read_chunk(path, 0, 1, max_bytes=_LINE_MAX).entries
-        first = entries[0] if entries and entries[0].offset < offset else None
-        if first is not None and not self._stored(first):
-            return f"its first record (at {first.pos}) is not in the store", 0
-        if not shorter and self._ends_as_read(path, offset):
-            return None
-        what = f"it holds {size} bytes, fewer than the {offset} the store has read"
-        if not shorter:
-            what = f"the line the store read up to byte {offset} is not there"
-        if first is None:  # no record tells whose file it is: none of it is the store's
-            return f"{what} of a file of that name", 0
-        return f"{what} of it: a crash cut it short", self._held_prefix(path, offset)
-
-    def _ends_as_read(self, path: Path, offset: int) -> bool:
-        """Whether the line that ends at `offset` is the store's record (or a malformed
-        line, which tells nothing)."""
-        start = max(0, offset - _LINE_MAX)
-        with path.open("rb") as file:
-            file.seek(start)
-            window = file.read(offset - start)
-        if not window.endswith(b"\n"):
-            return False
-        before = window.rfind(b"\n", 0, len(window) - 1)
-        entry = self._entry_at(path, start + before + 1)
-        return entry is None or self._stored(entry)
-
-    def _held_prefix(self, path: Path, limit: int) -> int:
-        """Where the lines at the start of `path` (before `limit`) that the store holds end:
-        a binary search over the lines, since a file cut short is the store's up to the cut
-        and nothing after it is (its records are new)."""
-        ends = _line_ends(path, limit)
-        low, high = 0, len(ends)  # lines before `low` are held, from `high` on they are not
-        while low < high:
-            middle = (low + high) // 2
-            entry = self._entry_at(path, ends[middle - 1] if middle else 0)
-            if entry is not None and self._stored(entry):
-                low = middle + 1
-            else:
-                high = middle
-        return ends[low - 1] if low else 0
-
-    def _entry_at(self, path: Path, start: int) -> JournalEntry | None:
-        """The record of the line that begins at `start`; None if it is malformed."""
-        entries = read_chunk(path, start, 1, max_bytes=_LINE_MAX).entries
-        return entries[0] if entries and entries[0].offset == start else None
-
-    def _stored(self, entry: JournalEntry) -> bool:
-        """Whether the store holds `entry`'s record, under whatever file name: a record of
-        its time with its request id (a file moved aside holds records stored under its
-        old name)."""
-        since = entry.record.time
-        try:
-            until = format_time(parse_time(since) + timedelta(microseconds=1))
-        except ValueError:  # a time the journal did not write: nothing to match it by
-            return False
-        rows = self.store.query(LogQuery(limit=_SAME_TIME, since=since, until=until))
-        return any(row.record.request_id == entry.record.request_id for row in rows)
-
-    def _move_aside(
-        self, name: str, problem: str, size: int, offset: int, collected: int
-    ) -> str | None:
+    def _move_aside(self, name: str, mismatch: Mismatch, size: int, offset: int) -> str | None:
         """Move `name` to a name that has no position (journal.reuse), the store holding
-        its first `collected` bytes; the new name, or None if it was not moved (another
-        collector moved it, or it cannot be: then none of it is read, and /ready says why)."""
+        what `mismatch` says; the new name, or None if it was not moved (another collector
+        moved it, or it cannot be: then none of it is read, and /ready says why)."""
+        problem, collected = mismatch.problem, mismatch.collected
         new = reissued_name(name)
         while self.store.positions([new]):  # 32 random bits: all but never taken
             new = reissued_name(name)
@@ -401,24 +299,6 @@ class Collector:
 
     def lag(self, now: datetime | None = None) -> Lag:
         return measure_lag(self.store.positions, self.journal_dir, now or datetime.now(UTC))
-
-
-def _line_ends(path: Path, limit: int) -> list[int]:
-    """Where each whole line within the first `limit` bytes of `path` ends (after its
-    newline)."""
-    ends: list[int] = []
-    done = 0
-    with path.open("rb") as file:
-        while done < limit:
-            block = file.read(min(1 << 20, limit - done))
-            if not block:
-                break
-            at = block.find(b"\n")
-            while at >= 0:
-                ends.append(done + at + 1)
-                at = block.find(b"\n", at + 1)
-            done += len(block)
-    return ends
 
 
 def _day(name: str) -> date | None:
