@@ -29,9 +29,12 @@ from cloud_phoenix.journal import (
     cap_value,
     journal_line,
 )
-from cloud_phoenix.probes import PROBE_PATHS, probe_kind
+from cloud_phoenix.probes import PROBE_HEADER, PROBE_PATHS, probe_kind
 
 log = logging.getLogger(__name__)
+
+_PROBE_HEADER = PROBE_HEADER.lower().encode()  # as the server hands header names over
+_PROBE_PATHS = frozenset(PROBE_PATHS)  # looked up for every request
 
 FINISH_KEY = "phoenix.finish"
 REQUEST_ID_KEY = "phoenix.request_id"
@@ -164,14 +167,14 @@ class RequestLog:
                 user_agent = value.decode("latin-1")
             elif name == b"referer":
                 referrer = value.decode("latin-1")
-            elif name == b"x-phoenix-probe":
+            elif name == _PROBE_HEADER:
                 header = True
             elif name == b"x-forwarded-for":
                 forwarded = True
         if not request_id or not valid_request_id(request_id):
             request_id = new_request_id()
         probe: str | None = None  # a platform's probe or scrape: counted, not journaled
-        if scope["path"] in PROBE_PATHS:
+        if scope["path"] in _PROBE_PATHS:
             client = scope.get("client")
             probe = probe_kind(
                 scope["method"],
