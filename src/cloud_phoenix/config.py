@@ -22,6 +22,8 @@ WORKER_APP = "cloud_phoenix.stack.workerapp:from_environment()"
 INSTANCE_MAX = 63  # characters of an instance name
 INSTANCE_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{INSTANCE_MAX - 1}}}"
 # PHOENIX_INSTANCE=volume: the id made once and kept in PHOENIX_HOME, under this name.
+# Set by ECS in every task's containers: the task runs on ECS.
+ECS_METADATA = "ECS_CONTAINER_METADATA_URI_V4"
 INSTANCE_FILE = "instance-id"
 BACKUP_OFF = "off"  # PHOENIX_BACKUP_AT: no daily backup inside `phoenix up`
 # A secret file holds one URL; anything much longer is not one.
@@ -81,12 +83,19 @@ class _Reader:
         return raw
 
 
-def _instance(raw: str, home: Path) -> str:
-    """PHOENIX_INSTANCE: empty (one host), `hostname` (the pod's or task's), `volume` (an id
-    kept in PHOENIX_HOME), or a name."""
+def _instance(raw: str, home: Path, on_ecs: bool = False) -> str:
+    """PHOENIX_INSTANCE: empty (one host), `hostname` (the pod's), `volume` (an id kept in
+    PHOENIX_HOME), or a name. `hostname` is refused on ECS: a task's host name is made of
+    its address, which a later task can get with the journal file name it gives."""
     keyword = raw.strip().lower()
     if keyword == "volume":
         return volume_instance(home)
+    if keyword == "hostname" and on_ecs:
+        raise ConfigError(
+            "PHOENIX_INSTANCE=hostname on ECS names the journal after the task's address, "
+            "which a later task can get on the same day: set PHOENIX_INSTANCE=volume (an id "
+            "made in the task's volume)"
+        )
     name = socket.gethostname() if keyword == "hostname" else raw.strip()
     name = re.sub(r"[^A-Za-z0-9_-]", "-", name).strip("-_")[:INSTANCE_MAX]
     if raw.strip() and not name:
@@ -337,7 +346,11 @@ class Settings:
             forwarded_allow_ips=(
                 environ.get("PHOENIX_FORWARDED_ALLOW_IPS") or default.forwarded_allow_ips
             ),
-            instance=_instance(environ.get("PHOENIX_INSTANCE") or default.instance, home),
+            instance=_instance(
+                environ.get("PHOENIX_INSTANCE") or default.instance,
+                home,
+                on_ecs=ECS_METADATA in environ,
+            ),
             cpu_interval=read.number("PHOENIX_CPU_INTERVAL", default.cpu_interval, 0.1, 60),
             cpu_threshold=read.number("PHOENIX_CPU_THRESHOLD", default.cpu_threshold, 1, 100),
             cpu_peak_seconds=read.number(

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from cloud_phoenix.app import Extension, create_app
 from cloud_phoenix.app.logroutes import LogRecord
 from cloud_phoenix.collector.keeper import CollectorChild
+from cloud_phoenix.collector.loop import Collector
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import RECORD_FIELDS, RECORD_TYPES, journal_files
 from cloud_phoenix.store.base import CURSOR_MAX_LENGTH, CURSOR_PATTERN
@@ -163,6 +164,30 @@ def test_checkdb_and_ready_on_a_healthy_store(client: TestClient) -> None:
     assert body["collector"]["bytes"] >= 0
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_a_reused_journal_name_is_in_ready_and_metrics(tmp_path: Path) -> None:
+    """The store has read further into a file of this journal's name than the file goes
+    (an old task of the same name): /ready is 503 until the collector has moved the file to
+    a new name, then names the move; /metrics counts it throughout."""
+    with make_client(tmp_path, PHOENIX_INSTANCE="ip-10-40-1-2") as c:
+        c.get("/health")
+        (name,) = journal_files(tmp_path / "journal")
+        store = c.app.state.runtime.store  # type: ignore[attr-defined]
+        store.commit_batch(name, 0, 1_000_000, [])  # the old task's position
+        waiting = c.get("/ready")
+        assert waiting.status_code == 503
+        assert any(name in reason for reason in waiting.json()["reasons"])
+        assert "phoenix_journal_names_reused 1.0" in c.get("/metrics").text
+
+        assert Collector(store, tmp_path / "journal").collect_once() == 3
+        moved = c.get("/ready")
+        assert moved.status_code == 200 and moved.json()["reasons"] == []
+        (notice,) = moved.json()["notices"]
+        assert name in notice and journal_files(tmp_path / "journal")[0] in notice
+        text = c.get("/metrics").text
+    assert "phoenix_journal_names_reused 1.0" in text
+    assert "phoenix_journal_lag_bytes" in text and "phoenix_journal_disk_free_bytes" in text
 
 
 def test_a_down_store_gives_503_with_the_reason_and_no_password(tmp_path: Path) -> None:

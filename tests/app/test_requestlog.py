@@ -134,12 +134,48 @@ def test_the_edge_health_probe_is_counted_but_not_journaled(tmp_path: Path) -> N
         return {"type": "http.request", "body": b""}
 
     probe = {**http_scope(x_phoenix_probe="edge"), "path": "/health"}
+    unix = {**http_scope(x_phoenix_probe="edge"), "path": "/health", "client": None}
+    asyncio.run(middleware(unix, receive, send))  # a Unix socket's peer: this host's own
     posing = {**http_scope(x_phoenix_probe="edge", x_forwarded_for="1.2.3.4"), "path": "/health"}
     asyncio.run(middleware(probe, receive, send))
     asyncio.run(middleware(posing, receive, send))
     assert [r["path"] for r in journal(tmp_path)] == ["/health"]  # only the client posing
     text = metrics.render().decode()
-    assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 1.0' in text
+    assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 2.0' in text
+
+
+def test_platform_probes_and_scrapes_are_counted_but_not_journaled(tmp_path: Path) -> None:
+    """6 to 17 thousand a day per instance: they would bury the requests in /logs. A client
+    that poses as one (through a proxy, from outside, to another path) is journaled."""
+    metrics = Metrics()
+    middleware = RequestLog(two_part_app, JournalWriter(tmp_path), metrics, stdout=False)
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    def request(path: str, client: str = "10.0.4.5", **headers: str) -> None:
+        scope = {**http_scope(**headers), "path": path, "client": (client, 40000)}
+        asyncio.run(middleware(scope, receive, send))
+
+    request("/health", user_agent="ELB-HealthChecker/2.0")
+    request("/health", user_agent="kube-probe/1.29")
+    request("/ready", x_phoenix_probe="kubelet")
+    request("/metrics", user_agent="Prometheus/2.53.0")
+    request("/metrics", user_agent="Prometheus/2.53.0", x_forwarded_for="203.0.113.9")
+    request("/health", client="203.0.113.9", user_agent="kube-probe/1.29")
+    request("/generatecert", user_agent="kube-probe/1.29")
+    assert [(r["path"], r["remote_addr"]) for r in journal(tmp_path)] == [
+        ("/metrics", "10.0.4.5"),
+        ("/health", "203.0.113.9"),
+        ("/generatecert", "10.0.4.5"),
+    ]
+    text = metrics.render().decode()
+    for kind in ("elb", "kubelet", "header", "prometheus"):
+        assert f'phoenix_probes_total{{kind="{kind}"}} 1.0' in text
+    assert 'phoenix_requests_total{method="GET",route="/ready",status="201"} 1.0' in text
 
 
 def test_made_request_ids_are_128_bits_and_differ_in_a_forked_worker() -> None:

@@ -116,6 +116,19 @@ def test_instance_names_are_sanitised_or_taken_from_the_hostname() -> None:
         Settings.from_env({"PHOENIX_INSTANCE": "..."})
 
 
+def test_an_ecs_task_is_not_named_after_its_address(tmp_path: Path) -> None:
+    """A Fargate task's host name is made of its address, which a later task can get: the
+    journal file of that name would be another's (issue 14)."""
+    ecs = {
+        "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/abc",
+        "PHOENIX_HOME": str(tmp_path),
+    }
+    with pytest.raises(ConfigError, match="PHOENIX_INSTANCE=volume"):
+        Settings.from_env({**ecs, "PHOENIX_INSTANCE": "hostname"})
+    volume = Settings.from_env({**ecs, "PHOENIX_INSTANCE": "volume"}).instance
+    assert volume == (tmp_path / "instance-id").read_text().strip()
+
+
 def test_forwarded_allow_ips() -> None:
     assert Settings.from_env({}).forwarded_allow_ips == "127.0.0.1"
     assert Settings.from_env({"PHOENIX_FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == "*"

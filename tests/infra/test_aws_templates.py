@@ -413,6 +413,27 @@ def test_cpu_over_80_for_a_minute_mails_the_alarm_topic(stacks: dict[str, Any]) 
     assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
 
 
+def test_a_journal_disk_80_percent_full_mails_the_alarm_topic(stacks: dict[str, Any]) -> None:
+    """The task's ephemeral storage holds the journal: an alarm before it is full."""
+    alarm = properties(stacks[TEMPLATE], "JournalDiskAlarm")
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    assert [m["Id"] for m in alarm["Metrics"] if m.get("ReturnData", True)] == ["percent"]
+    assert metrics["percent"]["Expression"] == "100 * used / reserved"
+    for name, metric in (("used", "Utilized"), ("reserved", "Reserved")):
+        stat = metrics[name]["MetricStat"]
+        assert stat["Metric"]["Namespace"] == "ECS/ContainerInsights"
+        assert stat["Metric"]["MetricName"] == f"EphemeralStorage{metric}"
+        dimensions = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+        assert dimensions == {
+            "ClusterName": {"Ref": "Cluster"},
+            "ServiceName": {"Fn::GetAtt": ["Service", "Name"]},
+        }
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (80, "GreaterThanThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    cluster = the(stacks[TEMPLATE], "AWS::ECS::Cluster")
+    assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
+
+
 # ------------------------------------------------------------------------ the task
 
 

@@ -20,6 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+
+from cloud_phoenix.app import create_app
+from cloud_phoenix.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -434,6 +438,37 @@ def test_the_backup_runs_daily_onto_a_volume_and_keeps_7_days(rendered: Rendered
     [volume] = [v for v in spec["volumes"] if v["name"] == home["name"]]
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert rendered.one("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_the_journal_disk_alerts_come_before_it_is_full(
+    rendered: Rendered, deployment: dict[str, Any], tmp_path: Path
+) -> None:
+    """The journal's volume: an alert on the file system and one on the emptyDir's
+    sizeLimit (an emptyDir reports the node's file system), on figures /metrics exports."""
+    [group] = [
+        g
+        for g in rendered.one("PrometheusRule", "phoenix")["spec"]["groups"]
+        if g["name"] == "phoenix.journal"
+    ]
+    rules = {rule["alert"]: rule["expr"] for rule in group["rules"]}
+    settings = Settings.from_env({"PHOENIX_HOME": str(tmp_path), "PHOENIX_ACCESS_LOG": "false"})
+    with TestClient(create_app(settings)) as client:
+        client.get("/health")  # a journal file, so that its figures are there
+        exported = set(re.findall(r"^(phoenix_\w+) ", client.get("/metrics").text, re.M))
+    for alert, expr in rules.items():
+        used = set(re.findall(r"phoenix_\w+", expr))
+        assert used and used <= exported, (alert, used - exported)
+        assert f'namespace="{rendered.namespace}"' in expr, alert
+    assert "< 0.15 * phoenix_journal_disk_size_bytes" in rules["PhoenixJournalDiskFilling"]
+
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = [c for c in containers(pod) if c["name"] == "phoenix"]
+    [home] = [m for m in container["volumeMounts"] if m["mountPath"] == HOME]
+    [limit] = [v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if v["name"] == home["name"]]
+    gib = re.fullmatch(r"([0-9]+)Gi", limit)
+    assert gib, limit
+    expected = f'phoenix_journal_bytes{{namespace="{rendered.namespace}"}} > 0.75 * {gib[1]} *'
+    assert rules["PhoenixJournalNearSizeLimit"].startswith(expected)
 
 
 def test_prometheus_scrapes_the_pods_and_alerts_on_cpu_peaks(rendered: Rendered) -> None:

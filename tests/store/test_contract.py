@@ -243,6 +243,35 @@ def test_only_one_of_racing_collectors_commits_a_batch(connect: Callable[[], Log
     assert stores[0].positions() == {FILE: end}
 
 
+def test_positions_of_some_files_only(store: LogStore) -> None:
+    """The collector, /ready and /metrics ask for the files they have, not every row."""
+    files = [f"access-2024-05-{day:02d}.pod-{pod}.jsonl" for day in (1, 2) for pod in "ab"]
+    for n, file in enumerate(files):
+        entries, end = batch([at(n)], file=file)
+        store.commit_batch(file, 0, end + n, entries)
+    assert store.positions([files[1], files[3], "access-2024-05-09.jsonl"]) == {
+        files[1]: 101,
+        files[3]: 103,
+    }
+    assert store.positions([]) == {}
+    many = [f"access-2024-06-01.pod-{n}.jsonl" for n in range(1200)]  # past any IN limit
+    assert store.positions([*many, files[0]]) == {files[0]: 100}
+    assert len(store.positions()) == 4
+
+
+def test_forgotten_positions_are_gone_and_a_reread_doubles_nothing(store: LogStore) -> None:
+    old, new = "access-2024-04-01.pod-a.jsonl", "access-2024-05-01.pod-a.jsonl"
+    entries, end = batch([at(1), at(2)], file=old)
+    store.commit_batch(old, 0, end, entries)
+    store.commit_batch(new, 0, 100, batch([at(3)], file=new)[0])
+    assert store.forget_positions([old, "access-2024-03-01.jsonl"]) == 1
+    assert store.forget_positions([]) == 0
+    assert store.positions() == {new: 100}
+    # The file turns up again after all: read from its start, nothing is stored twice.
+    assert store.commit_batch(old, 0, end, entries) == 0
+    assert store.count() == 3
+
+
 # -- the record count ---------------------------------------------------------------------
 #
 # count() answers /checkdb without reading the records (a counter in the SQL stores, the

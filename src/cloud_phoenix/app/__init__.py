@@ -26,6 +26,7 @@ from cloud_phoenix.certs.pool import KeyPool
 from cloud_phoenix.config import Settings
 from cloud_phoenix.journal import JournalWriter
 from cloud_phoenix.journal.lag import measure_lag
+from cloud_phoenix.journal.usage import measure_usage
 from cloud_phoenix.store import LogStore, StoreError, open_store
 
 __all__ = ["Extension", "PhoenixApp", "build_runtime", "create_app"]
@@ -136,7 +137,7 @@ def create_app(
             app.include_router(router)
     folders = [STATIC, *(folder for extension in extensions for folder in extension.static)]
     app.mount("/static", StaticFolders(folders), name="static")
-    rt.metrics.add_computed(lambda: _lag_figures(rt))
+    rt.metrics.add_computed(lambda: _journal_figures(rt))
     for extension in extensions:
         for figures in extension.figures:
             rt.metrics.add_computed(figures)
@@ -159,9 +160,22 @@ def create_app(
     return app
 
 
-def _lag_figures(rt: Runtime) -> dict[str, float]:
-    lag = measure_lag(rt.store.positions(), rt.settings.journal_dir, datetime.now(UTC))
-    return {
-        "phoenix_journal_lag_bytes": float(lag.bytes),
-        "phoenix_journal_lag_seconds": lag.seconds,
+def _journal_figures(rt: Runtime) -> dict[str, float]:
+    """The journal's volume use, names moved aside (or waiting to be) and, while the store
+    answers, the collector's lag."""
+    usage = measure_usage(rt.settings.journal_dir)
+    figures = {
+        "phoenix_journal_files": float(usage.files),
+        "phoenix_journal_bytes": float(usage.bytes),
+        "phoenix_journal_disk_free_bytes": float(usage.disk_free),
+        "phoenix_journal_disk_size_bytes": float(usage.disk_size),
+        "phoenix_journal_names_reused": float(usage.moved),
     }
+    try:
+        lag = measure_lag(rt.store.positions, rt.settings.journal_dir, datetime.now(UTC))
+    except StoreError:
+        return figures
+    figures["phoenix_journal_names_reused"] += len(lag.shorter)
+    figures["phoenix_journal_lag_bytes"] = float(lag.bytes)
+    figures["phoenix_journal_lag_seconds"] = lag.seconds
+    return figures

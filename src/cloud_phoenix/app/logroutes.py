@@ -184,7 +184,7 @@ def check_db(request: Request) -> JSONResponse:
         rt.store.ping()
         round_trip = (time.perf_counter() - started) * 1000
         records = rt.store.count()
-        lag = measure_lag(rt.store.positions(), rt.settings.journal_dir, datetime.now(UTC))
+        lag = measure_lag(rt.store.positions, rt.settings.journal_dir, datetime.now(UTC))
     except StoreError as exc:
         body = DatabaseCheck(
             backend=rt.store.backend,

@@ -127,6 +127,13 @@ class Metrics:
             "Access records that could not be journaled",
             registry=self.registry,
         )
+        self.probes = Counter(
+            "phoenix_probes",
+            "Probes and scrapes of the platform (cloud_phoenix.probes), answered but not "
+            "journaled, by kind: header, elb, kubelet, prometheus",
+            ["kind"],
+            registry=self.registry,
+        )
         self._computed: list[Callable[[], dict[str, float]]] = []
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 

@@ -31,8 +31,12 @@ from cloud_phoenix.journal import (
     journal_line,
 )
 from cloud_phoenix.logformat import REQUEST_ID, iso_time, json_line
+from cloud_phoenix.probes import PROBE_HEADER, PROBE_PATHS, probe_kind
 
 log = logging.getLogger(__name__)
+
+_PROBE_HEADER = PROBE_HEADER.lower().encode()  # as the server hands header names over
+_PROBE_PATHS = frozenset(PROBE_PATHS)  # looked up for every request
 
 FINISH_KEY = "phoenix.finish"
 REQUEST_ID_KEY = "phoenix.request_id"
@@ -177,7 +181,7 @@ class RequestLog:
         started = time.time()
         clock = time.perf_counter()
         request_id = user_agent = referrer = ""
-        probe = forwarded = False
+        header = forwarded = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
@@ -185,15 +189,23 @@ class RequestLog:
                 user_agent = value.decode("latin-1")
             elif name == b"referer":
                 referrer = value.decode("latin-1")
-            elif name == b"x-phoenix-probe":
-                probe = True
+            elif name == _PROBE_HEADER:
+                header = True
             elif name == b"x-forwarded-for":
                 forwarded = True
         if not request_id or not valid_request_id(request_id):
             request_id = new_request_id()
-        # HAProxy's health checks reach the workers directly; anything from a client comes
-        # through the edge, which always sets X-Forwarded-For, so a client cannot pose as one.
-        probe = probe and not forwarded and scope["path"] == "/health"
+        probe: str | None = None  # a platform's probe or scrape: counted, not journaled
+        if scope["path"] in _PROBE_PATHS:
+            client = scope.get("client")
+            probe = probe_kind(
+                scope["method"],
+                scope["path"],
+                header,
+                user_agent,
+                forwarded,
+                client[0] if client else None,
+            )
         status = 500
         sent = 0
         done = False
@@ -210,8 +222,9 @@ class RequestLog:
             done = True
             duration = time.perf_counter() - clock
             code = status if final_status is None else final_status
-            if probe:  # the edge's own health check: counted in the metrics, not a request
-                self.metrics.observe("/health", "GET", code, duration)
+            if probe is not None:
+                self.metrics.probes.labels(probe).inc()
+                self.metrics.observe(scope["path"], scope["method"], code, duration)
                 return
             self._record(scope, started, duration, code, sent, request_id, user_agent, referrer)
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cloud_phoenix.app import logroutes
 from cloud_phoenix.app.errors import ERROR_503, store_failure
@@ -27,6 +27,7 @@ from cloud_phoenix.certs.keys import (
     issue_certificate,
 )
 from cloud_phoenix.journal.lag import measure_lag
+from cloud_phoenix.journal.reuse import moved_names
 from cloud_phoenix.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Readiness(BaseModel):
     reasons: list[str]
     lag_seconds: float | None
     lag_bytes: int | None
+    notices: list[str] = Field(
+        description="What an operator should know that does not make the instance unready: "
+        "journal files moved to a new name because another file had theirs"
+    )
 
 
 @router.get(
@@ -125,19 +130,36 @@ def ready(request: Request) -> JSONResponse:
     lag_bytes: int | None = None
     if rt.journal.last_error:
         reasons.append(f"journal not writable: {rt.journal.last_error}")
+    journal_dir = rt.settings.journal_dir
     try:
         rt.store.ping()
-        lag = measure_lag(rt.store.positions(), rt.settings.journal_dir, datetime.now(UTC))
+        lag = measure_lag(rt.store.positions, journal_dir, datetime.now(UTC))
         lag_seconds, lag_bytes = round(lag.seconds, 3), lag.bytes
         if lag.seconds > rt.settings.ready_max_lag:
             reasons.append(
                 f"collector is {lag.seconds:.0f} s behind the journal "
                 f"(bound {rt.settings.ready_max_lag:g} s)"
             )
+        reasons.extend(
+            f"journal file {name} is shorter than the store's position for its name "
+            "(another file had that name, or a crash cut it short): none of it is "
+            "collected until the collector moves it to a new name"
+            for name in lag.shorter
+        )
     except StoreError as exc:
         reasons.append(store_failure(request, exc))
+    notices = [
+        f"journal file {old} was moved to {new}: the store's position for its name was "
+        "another file's, or the file was cut short by a crash; its records are collected "
+        "under the new name, none skipped"
+        for old, new in moved_names(journal_dir).items()
+    ]
     body = Readiness(
-        ready=not reasons, reasons=reasons, lag_seconds=lag_seconds, lag_bytes=lag_bytes
+        ready=not reasons,
+        reasons=reasons,
+        lag_seconds=lag_seconds,
+        lag_bytes=lag_bytes,
+        notices=notices,
     )
     return JSONResponse(body.model_dump(), status_code=503 if reasons else 200)
 

@@ -106,9 +106,7 @@ def collect(
         return
     prepare_home(settings)
     store = open_store(settings.db_url)
-    collector = Collector(
-        store, settings.journal_dir, settings.collect_batch, settings.collect_interval
-    )
+    collector = Collector.from_settings(store, settings)
     if once:
         try:
             collector.collect_once()

@@ -64,7 +64,6 @@ def _bytes_left(settings: Settings, migrate: bool) -> int:
     try:
         if migrate:
             store.migrate()
-        positions = store.positions()
+        return measure_lag(store.positions, settings.journal_dir, datetime.now(UTC)).bytes
     finally:
         store.close()
-    return measure_lag(positions, settings.journal_dir, datetime.now(UTC)).bytes

@@ -160,7 +160,7 @@ def last_pass(settings: Settings) -> int:
     except StoreError as exc:
         log.warning("no last pass of the collector, the journal keeps the rest: %s", exc)
         return 0
-    collector = Collector(store, settings.journal_dir, settings.collect_batch)
+    collector = Collector.from_settings(store, settings)
     try:
         collector.flush()
     finally:

@@ -268,12 +268,19 @@ class JournalWriter:
 
 
 def journal_files(directory: Path) -> list[str]:
-    """The journal files in `directory`, oldest first."""
+    """The journal files in `directory`, oldest first: regular files only. A link is a name
+    the collector moved to a new identity (journal.reuse), and its file is listed by its own
+    name: read under both, its lines would be stored twice."""
     try:
-        names = os.listdir(directory)
+        with os.scandir(directory) as entries:
+            names = [
+                entry.name
+                for entry in entries
+                if FILE_RE.match(entry.name) and entry.is_file(follow_symlinks=False)
+            ]
     except FileNotFoundError:
         return []
-    return sorted(name for name in names if FILE_RE.match(name))
+    return sorted(names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,8 +105,20 @@ class LogStore(Protocol):
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query."""
 
-    def positions(self) -> dict[str, int]:
-        """How far each journal file has been read into the store (file name -> byte offset)."""
+    def positions(self, files: Collection[str] | None = None) -> dict[str, int]:
+        """How far each journal file has been read into the store (file name -> byte offset):
+        every file's, or only those of `files` (a file never read has none).
+
+        The collector, /ready and /metrics ask for the files they have, not for the row that
+        every instance leaves for every day it wrote.
+        """
+
+    def forget_positions(self, files: Collection[str]) -> int:
+        """Delete the positions of `files` (journal files deleted long ago); how many went.
+
+        Safe whatever is forgotten: a file read again from its start inserts nothing twice,
+        since a record's journal position is its key.
+        """
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
         """In one transaction: move `file`'s position from `start` to `end`, insert `entries`,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -144,12 +144,17 @@ class MongoStore:
         with self._errors("ping the server"):
             self._client.admin.command("ping")
 
-    def positions(self) -> dict[str, int]:
+    def positions(self, files: Iterable[str] | None = None) -> dict[str, int]:
+        which: Document = {} if files is None else {"_id": {"$in": list(files)}}
         with self._errors("read the journal positions"):
             return {
                 str(doc["_id"]): int(doc["offset"])
-                for doc in self._positions.find({}, {"offset": 1})
+                for doc in self._positions.find(which, {"offset": 1})
             }
+
+    def forget_positions(self, files: Iterable[str]) -> int:
+        with self._errors("delete journal positions"):
+            return self._positions.delete_many({"_id": {"$in": list(files)}}).deleted_count
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
         documents = [record_document(entry) for entry in entries]

@@ -13,7 +13,7 @@ rewrites numbers (1e+16 comes back as an integer), and the dict must come back a
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -211,10 +211,24 @@ class PostgresStore:
         with self._transaction() as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def positions(self) -> dict[str, int]:
+    def positions(self, files: Collection[str] | None = None) -> dict[str, int]:
         with self._transaction() as conn:
-            rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
+            if files is None:
+                rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
+            else:
+                rows = conn.execute(
+                    'SELECT file, "offset" FROM journal_positions WHERE file = ANY(%s)',
+                    (list(files),),
+                ).fetchall()
         return {str(file): int(offset) for file, offset in rows}
+
+    def forget_positions(self, files: Collection[str]) -> int:
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM journal_positions WHERE file = ANY(%s)",
+                (list(files),),
+            )
+        return max(cursor.rowcount, 0)
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
         with self._transaction() as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,6 +65,8 @@ _INSERT = (
 )
 _ADD_RECORDS = "UPDATE logs_count SET records = records + ? WHERE id = 1"
 _RECOUNT = "INSERT OR REPLACE INTO logs_count (id, records) SELECT 1, count(*) FROM logs"
+_POSITIONS = 'SELECT file, "offset" FROM journal_positions'
+_MAX_PARAMETERS = 500
 NO_COUNTER = "the record counter (table logs_count) is missing: run migrate first"
 
 
@@ -167,10 +169,25 @@ class SQLiteStore:
         with self._errors() as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def positions(self) -> dict[str, int]:
+    def positions(self, files: Collection[str] | None = None) -> dict[str, int]:
         with self._errors() as conn:
-            rows = conn.execute('SELECT file, "offset" FROM journal_positions').fetchall()
+            if files is None:
+                rows = conn.execute(_POSITIONS).fetchall()
+            else:
+                rows = [
+                    row
+                    for names in _slices(files)
+                    for row in conn.execute(_POSITIONS + _file_in(names), names).fetchall()
+                ]
         return {str(file): int(offset) for file, offset in rows}
+
+    def forget_positions(self, files: Collection[str]) -> int:
+        forgotten = 0
+        with self._errors() as conn:
+            for names in _slices(files):
+                sql = "DELETE FROM journal_positions" + _file_in(names)  # noqa: S608 - marks only
+                forgotten += conn.execute(sql, names).rowcount
+        return forgotten
 
     def commit_batch(self, file: str, start: int, end: int, entries: Sequence[JournalEntry]) -> int:
         with self._errors() as conn:
@@ -278,6 +295,17 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _slices(files: Collection[str]) -> Iterator[list[str]]:
+    """`files` in slices of at most _MAX_PARAMETERS (SQLite before 3.32 takes 999 at most)."""
+    names = list(files)
+    for start in range(0, len(names), _MAX_PARAMETERS):
+        yield names[start : start + _MAX_PARAMETERS]
+
+
+def _file_in(names: list[str]) -> str:
+    return f" WHERE file IN ({', '.join('?' * len(names))})"
 
 
 def _values(entry: JournalEntry) -> tuple[object, ...]:

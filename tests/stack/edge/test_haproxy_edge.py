@@ -351,6 +351,33 @@ def test_clients_cannot_forge_forwarded_for(edge: Edge) -> None:
     assert seen.header("x-forwarded-proto") == ["http"]
 
 
+@pytest.mark.parametrize(
+    ("target", "headers", "probe"),
+    [
+        ("/health", {"User-Agent": "kube-probe/1.29"}, True),
+        ("/metrics", {"User-Agent": "Prometheus/2.53.0"}, True),
+        ("/ready", {"User-Agent": "ELB-HealthChecker/2.0"}, True),
+        ("/health", {"X-Phoenix-Probe": "kubelet"}, True),
+        # Through a proxy, or not a probe's request: a client posing as a probe.
+        ("/health", {"User-Agent": "kube-probe/1.29", "X-Forwarded-For": "203.0.113.9"}, False),
+        ("/ok", {"User-Agent": "kube-probe/1.29"}, False),
+        ("/health", {"User-Agent": "ELB-HealthChecker/2.0 (spoofed)"}, False),
+    ],
+)
+def test_a_platform_probe_goes_on_without_forwarded_for(
+    edge: Edge, target: str, headers: dict[str, str], probe: bool
+) -> None:
+    """The application tells a probe by the same rule (cloud_phoenix.probes): it must see
+    one without the X-Forwarded-For the edge sets on everything else."""
+    httpx.get(edge.url + target, headers={**headers, "X-Request-ID": "probe-or-not"})
+    [seen] = [
+        seen
+        for seen in edge.backend.requests("GET", target)
+        if seen.header("x-request-id") == ["probe-or-not"]  # not the edge's own checks
+    ]
+    assert seen.header("x-forwarded-for") == ([] if probe else ["127.0.0.1"])
+
+
 # -- bodies --------------------------------------------------------------------------------
 
 
@@ -722,3 +749,15 @@ def test_what_the_server_accepts_reaches_the_application(
     answer = app_edge.send(request_head, request_id)
     assert answer.status == 200
     assert request_id in app_edge.journaled_ids()
+
+
+def test_behind_the_edge_a_probe_is_answered_and_not_journaled(app_edge: AppBehindEdge) -> None:
+    """The edge and the application tell a probe by one rule (cloud_phoenix.probes): the
+    kubelet's check is answered and left out of the journal; the same from a client that
+    came through a load balancer is journaled."""
+    probe = b"GET /health HTTP/1.1\r\nUser-Agent: kube-probe/1.29\r\n" + CLOSE
+    posing = b"GET /health HTTP/1.1\r\nUser-Agent: kube-probe/1.29\r\nX-Forwarded-For: 1.2.3.4\r\n"
+    assert app_edge.send(probe, "a-probe").status == 200
+    assert app_edge.send(posing + CLOSE, "a-client").status == 200
+    journaled = app_edge.journaled_ids()  # written before the answer: no wait
+    assert "a-client" in journaled and "a-probe" not in journaled

@@ -198,7 +198,7 @@ def test_keep_alive_with_clients_and_a_fresh_connection_per_request_to_the_app(
     defaults = lines_of(text, "defaults")
     assert "option http-server-close" in defaults
     assert "option http-keep-alive" not in defaults
-    assert {"mode http", "option forwardfor", "option abortonclose"} <= set(defaults)
+    assert {"mode http", "option abortonclose"} <= set(defaults)
 
 
 @pytest.mark.parametrize(
@@ -255,8 +255,22 @@ def test_served_by_is_set_on_every_answer_and_escaped() -> None:
 
 def test_clients_cannot_forge_their_address(text: str) -> None:
     front = lines_of(text, "frontend edge")
-    assert "http-request del-header X-Forwarded-For" in front
+    delete = front.index("http-request del-header X-Forwarded-For")
+    assert front[delete + 1] == (
+        "http-request set-header X-Forwarded-For %[src] unless { var(txn.probe) -m bool }"
+    )
     assert "http-request set-header X-Forwarded-Proto http" in front
+
+
+def test_a_probe_is_told_by_the_forwarded_for_it_came_with_before_that_goes(text: str) -> None:
+    front = lines_of(text, "frontend edge")
+    delete = front.index("http-request del-header X-Forwarded-For")
+    probes = [n for n, line in enumerate(front) if "set-var(txn.probe)" in line]
+    assert len(probes) == 2 and max(probes) < delete
+    for n in probes:
+        assert "!{ req.hdr(x-forwarded-for) -m found }" in front[n]
+        assert "{ src 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 127.0.0.0/8" in front[n]
+        assert "{ path -m str /health /ready /metrics }" in front[n]
 
 
 def test_bodies_over_the_limit_are_refused(text: str) -> None:

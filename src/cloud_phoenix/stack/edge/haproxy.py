@@ -20,11 +20,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_phoenix.probes import (
+    PRIVATE_NETWORKS,
+    PROBE_AGENT_PATTERN,
+    PROBE_HEADER,
+    PROBE_METHODS,
+    PROBE_PATHS,
+)
+
 FRONTEND = "edge"
 BACKEND = "app"
 SERVER_PREFIX = "app"  # servers are app1, app2 ... in the order of EdgeConfig.servers
 HEALTH_CHECK_AGENT = "phoenix-edge-health-check"
-PROBE_HEADER = "X-Phoenix-Probe"
 # What the application keeps of a client's X-Request-ID: 1 to 128 visible ASCII characters.
 REQUEST_ID_PATTERN = "^[!-~]{1,128}$"
 # HAProxy 2.6 refuses longer Unix socket paths (sun_path is 108 bytes, and it binds
@@ -212,6 +219,21 @@ def _edge_errors(config: EdgeConfig) -> list[str]:
     return lines
 
 
+def _probe_rules() -> list[str]:
+    """Set txn.probe on a probe: checked before the edge drops the X-Forwarded-For it got."""
+    assert set(PROBE_METHODS) == {"GET", "HEAD"}  # what HAProxy's own METH_GET matches
+    direct = (
+        f"METH_GET {{ path -m str {' '.join(PROBE_PATHS)} }} "
+        f"{{ src {' '.join(PRIVATE_NETWORKS)} }} !{{ req.hdr(x-forwarded-for) -m found }}"
+    )
+    return [
+        f"    http-request set-var(txn.probe) bool(1) if {direct} "
+        f"{{ req.hdr({PROBE_HEADER.lower()}) -m found }}",
+        f"    http-request set-var(txn.probe) bool(1) if {direct} "
+        f"{{ req.fhdr(user-agent) -m reg '{PROBE_AGENT_PATTERN}' }}",
+    ]
+
+
 def _path_words(paths: Iterable[str]) -> str:
     words: list[str] = []
     for path in paths:
@@ -272,7 +294,6 @@ def render(config: EdgeConfig) -> str:
         "    option http-server-close",
         # A request whose client left while it was queued is never sent to the app.
         "    option abortonclose",
-        "    option forwardfor",
         f"    retries {config.retries}",
         *timeouts,
         *_edge_errors(config),
@@ -280,8 +301,13 @@ def render(config: EdgeConfig) -> str:
         f"frontend {FRONTEND}",
         f"    bind fd@{config.edge_fd} name {FRONTEND}",
         f"    unique-id-format {_quoted('%[uuid(),regsub(-,,g)]')}",
+        # A platform's probe (cloud_phoenix.probes: a GET of a probe path, straight from
+        # the private network, that says what it is) goes on without X-Forwarded-For, so
+        # the application can tell it by the same rule and leave it out of the journal.
+        *_probe_rules(),
         # The public edge: no client may claim an address or a scheme for itself.
         "    http-request del-header X-Forwarded-For",
+        "    http-request set-header X-Forwarded-For %[src] unless { var(txn.probe) -m bool }",
         "    http-request set-header X-Forwarded-Proto http",
         # Keep the client's X-Request-ID when the application would keep it; otherwise set
         # one here, so that a resent request carries the same id to the next worker.
