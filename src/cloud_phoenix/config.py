@@ -236,7 +236,7 @@ class Settings:
     cert_pool_size: int = 4
     cert_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     cert_max_wait: float = 5.0
-    cert_tick: float = 0.001  # seconds; 0: no scheduling tick of the key maker's own
+    cert_tick: float = 0.0  # seconds; 0: no scheduling tick (real-time threads) unless asked
     ready_max_lag: float = 30.0
     collect_batch: int = 500
     collect_interval: float = 0.2

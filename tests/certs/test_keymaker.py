@@ -24,6 +24,7 @@ from cryptography import x509
 from cloud_phoenix import exitcodes
 from cloud_phoenix.certs.keymaker import HEAD, KIND_KEY, KeyMaker, KeyMakerError
 from cloud_phoenix.certs.schedtick import ticking_cpus
+from cloud_phoenix.config import Settings
 from tests.fixtures.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
@@ -367,3 +368,17 @@ def test_no_tick_when_a_cpu_stays_free_of_key_threads_or_when_it_is_off() -> Non
     eventually(lambda: busy.made, what="a key made: a tick would have started")
     assert tick_threads(busy.process.pid) == {}
     assert busy.finish() == ""
+
+
+@needs_root
+def test_a_key_maker_with_the_default_settings_runs_no_real_time_thread() -> None:
+    async def scenario() -> None:
+        maker = KeyMaker(len(CPUS), Settings.from_env({}).cert_tick)  # as create_app builds it
+        try:
+            await asyncio.gather(*(maker.make() for _ in range(len(CPUS))))
+            assert maker.pid is not None
+            assert tick_threads(maker.pid) == {}  # a tick's threads exist from the child's start
+        finally:
+            await maker.close()
+
+    run(scenario())

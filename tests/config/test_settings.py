@@ -61,8 +61,10 @@ def test_invalid_values_name_the_variable(name: str, value: str, words: str) -> 
         Settings.from_env({name: value})
 
 
-def test_the_key_makers_tick_is_read_in_milliseconds_and_zero_turns_it_off() -> None:
-    assert Settings.from_env({}).cert_tick == 0.001
+def test_the_key_makers_tick_is_off_unless_asked_and_read_in_milliseconds() -> None:
+    assert Settings.from_env({}).cert_tick == 0.0  # no real-time thread unless asked
+    assert Settings().cert_tick == 0.0
+    assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "1"}).cert_tick == 0.001
     assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0.5"}).cert_tick == 0.0005
     assert Settings.from_env({"PHOENIX_CERT_TICK_MS": "0"}).cert_tick == 0.0
 

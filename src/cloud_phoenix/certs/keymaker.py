@@ -3,11 +3,10 @@
 Why a process and not threads of the server: threads share the server's session, hence its
 scheduling group, and SCHED_IDLE yields only within a group; the certificate's signing and
 serialisation also ran under the server's GIL. The child leads a session of its own, at
-nice 19 for its autogroup and SCHED_IDLE (childproc.make_idle), so it takes only the CPU
-time others leave. Measured on 2 vCPUs with /generatecert saturated (docs/BENCHMARKS.md):
-GET / p99 of `phoenix serve` 5.1 ms with key threads, 4.5-4.8 ms with this child, 1.9-2.3
-ms with its scheduling tick (below); a bare app beside it 3.8x its idle p99 with key
-threads, 2.1-3.2x with this child, 1.3-1.4x with its tick.
+nice 19 for its autogroup and SCHED_IDLE (proc.background.make_idle), so it takes only the
+CPU time others leave: a shorter GET / tail under certificate load, for the server and for
+other processes beside it, than key threads of the server gave (measured:
+docs/DESIGN-NOTES.md#key-generation-in-a-child-process).
 
 Protocol, on the child's stdin and stdout:
 - the server writes one byte per key it wants;
@@ -17,13 +16,12 @@ Protocol, on the child's stdin and stdout:
 The child exits at EOF on stdin (the server closed it, or died) and, by PR_SET_PDEATHSIG,
 with its parent. A key crosses only this pipe: never a file, never a log.
 
-While it generates keys on every CPU, the child also runs a scheduling tick of its own
-(certs/schedtick.py), so that a request the kernel puts behind a key thread waits at most about
-`tick` seconds instead of a kernel tick (4 ms at HZ=250).
+When asked (`tick` above 0: PHOENIX_CERT_TICK_MS) and while it generates keys on every CPU,
+the child also runs a scheduling tick of its own (certs/schedtick.py), so that a request the
+kernel puts behind a key thread waits at most about `tick` seconds instead of a kernel tick.
 
 Run as `python -m cloud_phoenix.certs.keymaker THREADS PARENT_PID TICK_MICROSECONDS` by
-`KeyMaker`; nothing here imports a web framework, so the child starts in a few tens of
-milliseconds.
+`KeyMaker`; nothing here imports a web framework, so the child starts quickly.
 """
 
 from __future__ import annotations
@@ -71,7 +69,7 @@ class KeyMaker:
     never starts one) with `threads` generator threads; a caller should keep at most
     `threads` requests outstanding (KeyPool's concurrency). If the child exits, the requests
     it had fail with KeyMakerError and the next request starts a new one. `tick`: the period
-    of the child's own scheduling tick in seconds (0: none).
+    of the child's own scheduling tick in seconds (0, the default: none).
     """
 
     def __init__(self, threads: int, tick: float = 0.0, python: str = sys.executable) -> None:

@@ -1,19 +1,19 @@
-"""A scheduling tick of our own while idle-priority work fills every CPU.
+"""A scheduling tick of our own while idle-priority work fills every CPU; off unless asked.
 
 Why: with every CPU busy generating keys at idle priority, a normal task that is preempted
 while it runs (by a client it woke, by a kernel thread) has run ahead of its fair share, and
 the kernel's EEVDF scheduler may then pick the idle-priority key thread over it. Nothing
-looks again until the next scheduler tick: up to 4 ms on a kernel built with HZ=250 and no
-preemption. Traced with `perf sched` on such a kernel (docs/BENCHMARKS.md): Phoenix's event
-loop and its clients waiting 4-5 ms that way, whatever the key threads' priority.
+looks again until the next scheduler tick: a whole tick (4 ms at HZ=250) on a kernel without
+preemption. `perf sched` traces show requests waiting that way, whatever the key threads'
+priority (docs/DESIGN-NOTES.md#the-key-makers-scheduling-tick).
 
 What: while work is marked busy, one thread per CPU, pinned to it at the lowest real-time
 priority (SCHED_FIFO 1), wakes every `period` and sleeps again at once. A real-time wake-up
 preempts the key thread; when the tick thread sleeps, the kernel picks again, and the
 waiting normal task (eligible again by then) runs. The wait is bounded by `period` instead
-of the kernel's tick. Idle, the threads block on an event and cost nothing. Measured on 2
-vCPUs with /generatecert saturated: GET / p99 1.9-2.2 ms against 4.5-5.1 ms without it
-(idle: 1.4-1.6 ms); key generation a few per cent slower at 1 ms, 5-8 % at 0.5 ms.
+of the kernel's tick. Idle, the threads block on an event and cost nothing; busy, they cost
+key generation a little, more the shorter the period. What it buys and costs, and when to
+turn it on (PHOENIX_CERT_TICK_MS), is measured in docs/DESIGN-NOTES.md.
 
 One tick per CPU is enough for the whole host: several key makers (one per worker) would
 otherwise multiply the wake-ups. A tick thread ticks only while it holds its CPU's claim, an

@@ -4,8 +4,8 @@ keeps it alive (`CollectorChild`, which the stack plugs into the application's l
 
 Not a thread of the server: the collector parses every journal line in Python, and inside
 the serving process that work holds the interpreter lock the requests need. At saturation
-`GET /` lost about a quarter of its rate to a collector thread and almost nothing to a
-collector process, which runs on another core (docs/BENCHMARKS.md). The child is the
+a collector thread took a large share of `GET /`'s rate, a collector process on another
+core almost nothing (docs/DESIGN-NOTES.md#the-collector-as-a-child-process). The child is the
 `phoenix collect` command with the server's own settings; the kernel stops it when the
 server dies, even by kill -9 or `/crash` (PR_SET_PDEATHSIG), and SIGTERM makes it commit
 what it has read before it exits, even while it is still starting (it holds the stop until
@@ -160,11 +160,11 @@ def last_pass(settings: Settings) -> int:
 
 
 def _idle_priority(pid: int | None) -> None:
-    """Idle priority (childproc.make_idle): the collector takes only the CPU time the
+    """Idle priority (proc.background.make_idle): the collector takes only the CPU time the
     requests leave over; at saturation the journal holds the backlog until a quieter second.
-    (Measured: at normal priority the kernel often ran it on the server's core and took 8 %
-    of its time; at SCHED_IDLE in its own session, without its autogroup lowered, it still
-    competed with the server's session at full weight.)"""
+    At normal priority the kernel often ran it on the server's core, and at SCHED_IDLE
+    without its autogroup lowered it still competed with the server's session at full weight
+    (measured: docs/DESIGN-NOTES.md#the-collector-as-a-child-process)."""
     if pid is None:
         return
     for problem in make_idle(pid):  # a sandbox may refuse it: the collector runs all the same

@@ -2,7 +2,7 @@
 
 Every notice is logged at once, in the caller's thread. Then each channel (one per Apprise
 URL, and the events store) gets it on a bounded queue served by a thread of its own
-(notifyqueue.py), so a channel that hangs or fails delays no other channel and never the
+(notify/channel.py), so a channel that hangs or fails delays no other channel and never the
 CPU watch.
 """
 

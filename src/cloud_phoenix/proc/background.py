@@ -4,11 +4,11 @@ death with the parent, and a start that a stop cannot cut short.
 SCHED_IDLE yields the CPU at once, but only to tasks of the same scheduling group. Where the
 kernel groups processes by session (autogroups: on by default, for processes not put in a
 cgroup of their own), a SCHED_IDLE process of one session competes with every other
-session's processes at full weight. Measured on a 2-vCPU machine: a bare ASGI app's GET /
-p99 went from 1.1 to 5.6 ms while two SCHED_IDLE processes of another session generated RSA
-keys, and stayed at 0.9-1.1 ms once that session's autogroup was at nice 19. So a
-background process runs in a session of its own, with that session's autogroup at nice 19,
-and at SCHED_IDLE.
+session's processes at full weight: SCHED_IDLE key generation in another session made a
+bare app's GET / tail several times longer, and no longer once that session's autogroup was
+at nice 19 (measured: docs/DESIGN-NOTES.md#idle-priority-that-holds-against-other-sessions).
+So a background process runs in a session of its own, with that session's autogroup at
+nice 19, and at SCHED_IDLE.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class ChildSpec:
     # take a terminal's SIGINT as a hard stop and cut requests in flight).
     own_session: bool = False
     # Starts with SIGTERM and SIGINT blocked, for a command that unblocks them once its
-    # handlers are in place (childproc.release_stops): a stop during its start is held, not
+    # handlers are in place (proc.background.release_stops): a stop during its start is held, not
     # fatal. Only for such a command: any other would never see a stop.
     holds_stops: bool = False
 
