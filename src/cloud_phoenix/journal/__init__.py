@@ -310,10 +310,14 @@ def read_chunk(path: Path, offset: int, max_records: int, max_bytes: int = 4 << 
     with open(path, "rb") as handle:
         handle.seek(offset)
         data = handle.read(min(max_bytes, READ_AHEAD))
-        while len(data) < max_bytes and data.count(b"\n") < max_records:
+        # The newlines are counted as they are read: counting all of `data` on each turn
+        # costs the square of its size (a tenth of the collector's time at 16 k lines).
+        newlines = data.count(b"\n")
+        while len(data) < max_bytes and newlines < max_records:
             more = handle.read(min(max_bytes - len(data), READ_AHEAD))
             if not more:
                 break
+            newlines += more.count(b"\n")
             data += more
     lines = data.split(b"\n")
     lines.pop()  # what follows the last newline: a line still being written, or nothing
