@@ -148,6 +148,7 @@ def test_a_backlog_goes_in_growing_batches_read_ahead_and_exactly_once(tmp_path:
         out.write(record(3000, datetime(2026, 11, 28, tzinfo=UTC)).to_line()[:40])
     collector = Collector(store, journal, batch_size=10)
     collector.max_batch = 400
+    collector.read_ahead = True  # as on a database server (SQLite's default is off)
     assert collector.collect_once() == 3000
     # Fixed batches of 10 would take 301; doubling reaches 400 after six.
     assert collector.stats.batches <= 15

@@ -70,6 +70,9 @@ class Collector:
         self.max_batch = max(batch_size, MAX_BATCH)
         self._batch = batch_size  # what the next read asks for (next_batch_size)
         self._read_ahead: ThreadPoolExecutor | None = None
+        # SQLite works in this process: its inserts take the GIL back after every row, and
+        # a reader thread holding it makes them wait (measured slower); a server does not.
+        self.read_ahead = store.backend != "sqlite"
         self.interval = interval
         # While the store fails: half a second or two idle intervals, whichever is longer,
         # doubling up to max_backoff.
@@ -113,9 +116,9 @@ class Collector:
         """The chunks of `path` from `offset` to `size`, each read once the one before it is
         committed, or, while the collector is behind, read and parsed while it commits.
 
-        Parsing is most of the collector's own work, and the store's commit runs mostly
-        without the GIL (sqlite3 steps release it; PostgreSQL works in its own process),
-        so the two overlap. Only reading runs ahead: positions move as before, batch by batch.
+        Parsing is most of the collector's own work, and a database server works in a
+        process of its own, so the two overlap. Only reading runs ahead: positions move
+        as before, batch by batch.
         """
         ahead: Future[Chunk] | None = None
         while offset < size:
@@ -125,7 +128,7 @@ class Collector:
                 return  # only a line still being written
             behind = chunk.end < size
             self._batch = next_batch_size(self._batch, self.batch_size, self.max_batch, behind)
-            if behind and len(chunk.entries) >= self.max_batch // 2:
+            if self.read_ahead and behind and len(chunk.entries) >= self.max_batch // 2:
                 ahead = self._reader().submit(read_chunk, path, chunk.end, self._batch)
             yield chunk
             offset = chunk.end
