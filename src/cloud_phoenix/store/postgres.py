@@ -34,6 +34,13 @@ from cloud_phoenix.store.base import (
     event_data,
     prepare_event,
 )
+from cloud_phoenix.store.migrations import (
+    READ_VERSION,
+    VERSION_TABLE,
+    Migration,
+    check_migrations,
+    pending,
+)
 from cloud_phoenix.store.sqlite import NO_COUNTER, events_where, where_clause
 from cloud_phoenix.store.urls import (
     POSTGRES_SCHEMES,
@@ -64,7 +71,8 @@ def _column(name: str) -> str:
     return f"{name} {_TYPES[name].upper()}{collate} {constraint}"
 
 
-SCHEMA = (
+# Version 1: the schema as it was before versions (store.migrations).
+_SCHEMA_1 = (
     "CREATE TABLE IF NOT EXISTS logs (\n        "
     + ",\n        ".join(_column(name) for name in _FIELDS)
     + "\n    )",
@@ -92,6 +100,7 @@ SCHEMA = (
         records BIGINT NOT NULL
     )""",
 )
+MIGRATIONS = check_migrations((Migration(1, "the schema before versions", _SCHEMA_1),))
 
 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog (unique violation on
 # pg_type): every migrating process takes this lock first. The number spells "phoenix".
@@ -108,6 +117,10 @@ _COPY_BATCH = f"COPY logs_batch ({_COLUMNS}) FROM STDIN"
 _INSERT_BATCH = (
     f"INSERT INTO logs ({_COLUMNS}) SELECT {_COLUMNS} FROM logs_batch "  # noqa: S608 - fixed
     "ON CONFLICT (pos) DO NOTHING"
+)
+_SET_VERSION = (
+    "INSERT INTO schema_version (id, version) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET version = excluded.version"
 )
 _SELECT_POSITION = 'SELECT "offset" FROM journal_positions WHERE file = %s FOR UPDATE'
 _ADD_RECORDS = "UPDATE logs_count SET records = records + %s WHERE id = 1"
@@ -319,14 +332,19 @@ class PostgresStore:
 
 
 def create_schema(conn: psycopg.Connection[Any], *, recount: bool = False) -> None:
-    """Create what is missing, inside `conn`'s transaction, under the migration lock.
+    """Bring the schema to its latest version (MIGRATIONS) inside `conn`'s transaction,
+    under the migration lock: one process migrates, the others then find nothing to do.
 
     The record counter is counted from `logs` when it is new (a new database, or one from
     before the counter) or when `recount` asks: a restore may leave it off.
     """
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-    for statement in SCHEMA:
-        conn.execute(statement)
+    conn.execute(VERSION_TABLE)
+    row = conn.execute(READ_VERSION).fetchone()
+    for migration in pending(int(row[0]) if row else 0, MIGRATIONS):
+        for statement in migration.statements:
+            conn.execute(statement)
+        conn.execute(_SET_VERSION, (migration.version,))
     if recount or conn.execute("SELECT 1 FROM logs_count WHERE id = 1").fetchone() is None:
         # SHARE waits for the batches in flight and holds new ones off until this commits,
         # so the count is exact; the next statement's snapshot sees every committed row.
