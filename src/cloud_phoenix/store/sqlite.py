@@ -99,7 +99,10 @@ def where_clause(query: LogQuery, placeholder: str) -> tuple[str, list[object]]:
         clauses.append(f"time < {placeholder}")
         params.append(query.until)
     if query.before is not None:
-        clauses.append(f"(time < {placeholder} OR (time = {placeholder} AND pos < {placeholder}))")
+        # (time, pos) < the cursor's, spelt so that `time <= ?` bounds the read of any of
+        # the indexes: as an OR alone it is a filter, and both databases then read from the
+        # newest record down to the cursor, a page 5 M records deep 5 M entries long.
+        clauses.append(f"time <= {placeholder} AND (time < {placeholder} OR pos < {placeholder})")
         params.extend([query.before.time, query.before.time, query.before.pos])
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
