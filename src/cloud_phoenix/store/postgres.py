@@ -60,7 +60,7 @@ _FIELDS = ("pos", *RECORD_FIELDS)
 _COLUMNS = ", ".join(_FIELDS)
 _KINDS: dict[str, type] = {"pos": str, **RECORD_TYPES}
 _SQL_TYPES = {str: "text", int: "integer", float: "double precision"}
-# The batch insert sends one array per column, cast to the column's type.
+# Each column's SQL type.
 _TYPES = {name: _SQL_TYPES[_KINDS[name]] for name in _FIELDS} | {"bytes": "bigint"}
 _C_COLLATED = {"pos", "time"}
 
@@ -106,11 +106,11 @@ MIGRATIONS = check_migrations((Migration(1, "the schema before versions", _SCHEM
 # pg_type): every migrating process takes this lock first. The number spells "phoenix".
 _MIGRATE_LOCK = 0x70686F656E6978
 
-# A batch is copied into `logs` (COPY is the server's fastest way in: 4 to 5 times an
-# INSERT of unnested arrays here), inside a savepoint. COPY knows no ON CONFLICT: should a
-# record be stored already (a replay) or a text hold a NUL, the savepoint is rolled back
-# and the batch goes through a temporary table, cleaned, with INSERT ... ON CONFLICT DO
-# NOTHING, which skips what is stored. Both are inside the batch's transaction.
+# A batch is copied into `logs` (COPY is the server's fastest way in), inside a savepoint.
+# COPY knows no ON CONFLICT: should a record be stored already (a replay) or a text hold a
+# NUL, the savepoint is rolled back and the batch goes through a temporary table, cleaned,
+# with INSERT ... ON CONFLICT DO NOTHING, which skips what is stored. Both are inside the
+# batch's transaction.
 _COPY = f"COPY logs ({_COLUMNS}) FROM STDIN"
 _BATCH_TABLE = "CREATE TEMPORARY TABLE logs_batch (LIKE logs) ON COMMIT DROP"
 _COPY_BATCH = f"COPY logs_batch ({_COLUMNS}) FROM STDIN"
