@@ -49,7 +49,7 @@ def check_migrations(migrations: Sequence[Migration]) -> Sequence[Migration]:
 def pending(current: int, migrations: Sequence[Migration]) -> list[Migration]:
     """The migrations to apply to a database at version `current`, in order.
 
-    None if the database is newer than every migration known here (a rollback after an
+    Nothing if the database is newer than every migration known here (a rollback after an
     upgrade): every migration adds and none removes or renames, so the schema a newer
     phoenix left is one an older one can read and write.
     """
