@@ -178,6 +178,10 @@ def test_a_database_from_before_versions_is_upgraded_in_place_records_intact(
         assert [row.pos for row in store.query(LogQuery())] == [row[0] for row in ROWS[::-1]]
         assert store.count() == 5
         assert store.positions() == {FILE: 500}
+        if store.backend == "sqlite":  # version 2: path with status from one index
+            assert old.execute(
+                "SELECT name FROM sqlite_master WHERE name = 'logs_path_status_time'", ()
+            )
         store.migrate()  # again: nothing left to do
         assert old.version() == latest(store)
         assert store.count() == 5

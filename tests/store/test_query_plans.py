@@ -55,3 +55,15 @@ def test_postgres_bounds_the_index_scan_at_the_cursor(postgres_db_url: str, name
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}", params))
     conditions = [line for line in plan.splitlines() if "Index Cond" in line]
     assert any('"time" <=' in line for line in conditions), plan
+
+
+def test_sqlite_answers_path_with_status_from_one_index(tmp_path: Path) -> None:
+    """Migration 2: one index reads only the rows of that path and status."""
+    path = tmp_path / "plans.sqlite3"
+    store = open_store(f"sqlite:///{path}")
+    store.migrate()
+    store.close()
+    sql, params = select(LogQuery(path="/logs", status=503), "?")
+    with closing(sqlite3.connect(path)) as conn:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert any("logs_path_status_time (path=? AND status=?)" in step for step in plan), plan
