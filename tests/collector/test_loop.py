@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_phoenix.collector.loop import Collector
+from cloud_phoenix.collector.loop import Collector, next_batch_size
 from cloud_phoenix.journal import AccessRecord, JournalWriter, format_time
 from cloud_phoenix.store import Cursor, LogQuery, StoreUnavailable
 from cloud_phoenix.store.sqlite import SQLiteStore
@@ -126,3 +126,44 @@ def test_instances_sharing_one_store_keep_their_positions_apart(tmp_path: Path) 
     row = store.query(LogQuery(limit=1))[0]
     assert row.pos.startswith("2026-11-27:pod-")
     assert Cursor.decode(Cursor(row.record.time, row.pos).encode()).pos == row.pos  # pages on
+
+
+def test_the_batch_doubles_while_behind_and_falls_back_once_caught_up() -> None:
+    sizes = [500]
+    for behind in (True, True, True, True, True, True, False, True):
+        sizes.append(next_batch_size(sizes[-1], 500, 16_000, behind))
+    assert sizes == [500, 1000, 2000, 4000, 8000, 16_000, 16_000, 500, 1000]
+
+
+def test_a_backlog_goes_in_growing_batches_read_ahead_and_exactly_once(tmp_path: Path) -> None:
+    """A backlog of 3,000 lines, a malformed one among them and one still being written:
+    batches of 10 growing to 400, the next read while one commits; every line once."""
+    journal, store = tmp_path / "journal", SQLiteStore(tmp_path / "db.sqlite3")
+    write(journal, 1500)
+    (path,) = journal.iterdir()
+    with path.open("ab") as out:
+        out.write(b"{not json\n")
+    write(journal, 1500, start=1500)
+    with path.open("ab") as out:
+        out.write(record(3000, datetime(2026, 11, 28, tzinfo=UTC)).to_line()[:40])
+    collector = Collector(store, journal, batch_size=10)
+    collector.max_batch = 400
+    collector.read_ahead = True  # as on a database server (SQLite's default is off)
+    assert collector.collect_once() == 3000
+    # Fixed batches of 10 would take 301; doubling reaches 400 after six.
+    assert collector.stats.batches <= 15
+    assert collector.stats.malformed == 1
+    assert store.count() == 3000
+    assert sorted(ids_all(store)) == sorted(f"req-{n}" for n in range(3000))
+    assert store.positions() == {path.name: path.stat().st_size - 40}
+    assert collector.collect_once() == 0
+
+
+def ids_all(store: SQLiteStore) -> list[str]:
+    found: list[str] = []
+    query = LogQuery(limit=1000)
+    while page := store.query(query):
+        found += [row.record.request_id for row in page]
+        last = page[-1]
+        query = LogQuery(limit=1000, before=Cursor(last.record.time, last.pos))
+    return found

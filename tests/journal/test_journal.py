@@ -279,3 +279,38 @@ def test_a_journal_line_has_the_records_fields_in_order() -> None:
     line = orjson.loads(journal_line(values))
     assert list(line) == list(RECORD_FIELDS)
     assert list(line.values()) == list(values)
+
+
+_WRITTEN = AccessRecord(
+    "2026-12-04T10:00:00.000001Z", "GET", "/x", "a=1", 200, 5, 1.5, "127.0.0.1", "ua", "", "h:1",
+    "r1",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        _WRITTEN.to_line(),  # as the writer makes it: the fast way
+        orjson.dumps(dict(reversed(list(_WRITTEN._asdict().items())))),  # another key order
+        _WRITTEN.to_line().replace(b'"duration_ms":1.5', b'"duration_ms":2'),  # an int
+        _WRITTEN.to_line().replace(b'"status":200', b'"status":true'),  # a bool
+        _WRITTEN.to_line().replace(b'"status":200', b'"status":"200"'),  # a string
+        _WRITTEN.to_line().replace(b'"path":"/x"', b'"path":7'),  # a number for a string
+        _WRITTEN.to_line().replace(b'"request_id":"r1"}', b'"request_id":"r1","more":1}'),
+        _WRITTEN.to_line().replace(b'"request_id":"r1",', b"").replace(b',"request_id":"r1"', b""),
+    ],
+)
+def test_a_line_is_read_the_same_whether_it_is_as_written_or_not(line: bytes) -> None:
+    """The collector takes a line as the writer made it without from_mapping's conversions;
+    any line reads as from_mapping reads it, or is refused as it refuses it."""
+    try:
+        expected: AccessRecord | None = AccessRecord.from_mapping(orjson.loads(line))
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):
+            AccessRecord.from_line(line)
+    else:
+        got = AccessRecord.from_line(line)
+        assert got == expected
+        assert [type(value) for value in got] == [type(value) for value in expected]

@@ -309,9 +309,11 @@ def sql(url: str, statement: str) -> None:
 
 
 def remove_counter(url: str) -> None:
-    """Make the database one that was created before the store kept a record counter."""
+    """Make the database one that was created before the store kept a record counter (and
+    so before schema versions)."""
     if not url.startswith("mongodb"):  # MongoDB's count is the server's own metadata
         sql(url, "DROP TABLE logs_count")
+        sql(url, "DROP TABLE schema_version")
 
 
 def commit_in(store: LogStore, file: str, count: int, start: int = 0) -> int:

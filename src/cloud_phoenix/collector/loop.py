@@ -19,7 +19,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from cloud_phoenix.collector.retention import (
     positions_to_forget,
 )
 from cloud_phoenix.config import BACKUP_OFF, Settings
-from cloud_phoenix.journal import FILE_RE, format_time, journal_files, read_chunk
+from cloud_phoenix.journal import FILE_RE, Chunk, format_time, journal_files, read_chunk
 from cloud_phoenix.journal.lag import Lag, measure_lag
 from cloud_phoenix.journal.reuse import links, move_aside, reissued_name
 from cloud_phoenix.proc.backoff import Backoff
@@ -49,6 +50,24 @@ log = logging.getLogger(__name__)
 
 NAME_REUSED = "journal_name_reused"  # the event of a file moved to a new name
 PRUNE_EVERY = 3600.0  # seconds between prunes of the journal and the positions
+
+
+# The largest batch the collector grows to while it is behind (read_chunk also stops at
+# 4 MiB of journal). A database server gains from every round trip and commit saved:
+# PostgreSQL took a backlog at 79-125 k records/s with 16 k, 65-88 k with 4 k, 39-48 k with
+# 500. SQLite works in this process, where 16 k parsed lines no longer fit the CPU's caches:
+# it is fastest near 2 k (about 10 % above 16 k and 500, per CPU-second).
+MAX_BATCH = 16_000
+MAX_BATCH_IN_PROCESS = 2_000
+
+
+def next_batch_size(current: int, base: int, largest: int, behind: bool) -> int:
+    """The size of the next batch: doubled (up to `largest`) while lines wait behind the one
+    just committed, `base` once the collector has caught up. Small batches when traffic is
+    light keep the store close behind the journal; large ones catch up a backlog."""
+    if not behind:
+        return base
+    return max(base, min(current * 2, largest))
 
 
 @dataclass(slots=True)
@@ -85,6 +104,12 @@ class Collector:
         self.store = store
         self.journal_dir = journal_dir
         self.batch_size = batch_size
+        # SQLite works in this process: its inserts take the GIL back after every row, and
+        # a reader thread holding it makes them wait (measured slower); a server does not.
+        self.read_ahead = store.backend != "sqlite"
+        self.max_batch = max(batch_size, MAX_BATCH if self.read_ahead else MAX_BATCH_IN_PROCESS)
+        self._batch = batch_size  # what the next read asks for (next_batch_size)
+        self._reader_pool: ThreadPoolExecutor | None = None
         self.interval = interval
         self.retention_days = retention_days
         self.prune_journal = prune_journal
@@ -138,10 +163,7 @@ class Collector:
                         positions[moved] = mismatch.collected
                         pending.append(moved)  # read on in this pass
                     continue
-            while offset < stat.st_size:
-                chunk = read_chunk(path, offset, self.batch_size)
-                if chunk.end == offset:
-                    break  # only a line still being written
+            for chunk in self._chunks(path, offset, stat.st_size):
                 for bad in chunk.malformed:
                     log.warning("journal %s: skipped a malformed line at byte %d", name, bad)
                 try:
@@ -251,6 +273,33 @@ class Collector:
             log.warning("journal %s not deleted: %s", name, exc.strerror or exc)
             return False
         return True
+
+    def _chunks(self, path: Path, offset: int, size: int) -> Iterator[Chunk]:
+        """The chunks of `path` from `offset` to `size`, each read once the one before it is
+        committed, or, while the collector is behind, read and parsed while it commits.
+
+        Parsing is most of the collector's own work, and a database server works in a
+        process of its own, so the two overlap. Only reading runs ahead: positions move
+        as before, batch by batch.
+        """
+        ahead: Future[Chunk] | None = None
+        while offset < size:
+            chunk = ahead.result() if ahead else read_chunk(path, offset, self._batch)
+            ahead = None
+            if chunk.end == offset:
+                return  # only a line still being written
+            behind = chunk.end < size
+            self._batch = next_batch_size(self._batch, self.batch_size, self.max_batch, behind)
+            if self.read_ahead and behind and len(chunk.entries) >= self.max_batch // 2:
+                ahead = self._reader().submit(read_chunk, path, chunk.end, self._batch)
+            yield chunk
+            offset = chunk.end
+
+    def _reader(self) -> ThreadPoolExecutor:
+        """The one thread that reads ahead; made the first time a backlog needs it."""
+        if self._reader_pool is None:
+            self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="collector-read")
+        return self._reader_pool
 
     def run(self) -> None:
         """Collect until `stop()`, backing off while the store is unavailable."""

@@ -152,17 +152,7 @@ class AccessRecord(NamedTuple):
     @classmethod
     def from_line(cls, line: builtins.bytes) -> AccessRecord:
         """Parse one journal line; raises ValueError on anything that is not a record."""
-        data = orjson.loads(line)  # refuses invalid UTF-8 and bad JSON: ValueError
-        if not isinstance(data, dict):
-            raise ValueError("a journal line must be a JSON object")
-        record = cls.from_mapping(data)
-        if b"\\u" in line:
-            # JSON can spell a lone surrogate ("\udc80") that no database can store as text;
-            # the writer spells every other character as itself, so only escapes need a look.
-            for value in record:
-                if type(value) is str:
-                    value.encode("utf-8")
-        return record
+        return _parse_line(line, b"\\u" in line)
 
 
 RECORD_FIELDS: tuple[str, ...] = AccessRecord._fields
@@ -171,6 +161,33 @@ RECORD_TYPES: dict[str, type] = typing.get_type_hints(AccessRecord)
 _CONVERTERS: tuple[tuple[str, Callable[[Any], object]], ...] = tuple(
     (name, RECORD_TYPES[name]) for name in RECORD_FIELDS
 )
+_FIELD_TYPES: tuple[type, ...] = tuple(RECORD_TYPES[name] for name in RECORD_FIELDS)
+_new_tuple = tuple.__new__
+
+
+def _parse_line(line: bytes, escaped: bool) -> AccessRecord:
+    """The record of one journal line (ValueError if it is none); `escaped`: the line may
+    hold a \\u escape, so its strings are checked for lone surrogates.
+
+    The collector parses every line with this, and it is most of its CPU time: a line as
+    the writer makes it (the fields in order, each of its type) is taken as it is, without
+    the conversions of `from_mapping` (1.7 against 2.6 µs a line).
+    """
+    data = orjson.loads(line)  # refuses invalid UTF-8 and bad JSON: ValueError
+    if type(data) is not dict:
+        raise ValueError("a journal line must be a JSON object")
+    values = tuple(data.values())
+    if tuple(map(type, values)) == _FIELD_TYPES and tuple(data) == RECORD_FIELDS:
+        record: AccessRecord = _new_tuple(AccessRecord, values)
+    else:
+        record = AccessRecord.from_mapping(data)
+    if escaped:
+        # JSON can spell a lone surrogate ("\\udc80") that no database can store as text;
+        # the writer spells every other character as itself, so only escapes need a look.
+        for value in record:
+            if type(value) is str:
+                value.encode("utf-8")
+    return record
 
 
 def journal_line(values: Sequence[object]) -> bytes:
@@ -300,10 +317,14 @@ def read_chunk(path: Path, offset: int, max_records: int, max_bytes: int = 4 << 
     with open(path, "rb") as handle:
         handle.seek(offset)
         data = handle.read(min(max_bytes, READ_AHEAD))
-        while len(data) < max_bytes and data.count(b"\n") < max_records:
+        # The newlines are counted as they are read: counting all of `data` on each turn
+        # costs the square of its size (a tenth of the collector's time at 16 k lines).
+        newlines = data.count(b"\n")
+        while len(data) < max_bytes and newlines < max_records:
             more = handle.read(min(max_bytes - len(data), READ_AHEAD))
             if not more:
                 break
+            newlines += more.count(b"\n")
             data += more
     lines = data.split(b"\n")
     lines.pop()  # what follows the last newline: a line still being written, or nothing
@@ -312,19 +333,22 @@ def read_chunk(path: Path, offset: int, max_records: int, max_bytes: int = 4 << 
     position = offset
     file = path.name
     prefix = position_prefix(file)
-    for line in lines:
-        if len(entries) >= max_records:
-            break
+    escaped = b"\\u" in data  # one look for the whole chunk: lines with escapes are rare
+    # At most max_records lines: a blank or malformed one among them makes the chunk short.
+    for line in lines[:max_records]:
         line_offset = position
         position += len(line) + 1
-        if not line.strip():
-            continue
         try:
-            record = AccessRecord.from_line(line)
+            record = _parse_line(line, escaped)
         except ValueError:
-            malformed.append(line_offset)
+            if line.strip():  # a blank line is no record, and no error either
+                malformed.append(line_offset)
             continue
-        entries.append(JournalEntry(f"{prefix}{line_offset:012d}", file, line_offset, record))
+        # tuple.__new__: the named tuple's own __new__ is a Python function, and this
+        # runs for every line the collector reads.
+        entries.append(
+            _new_tuple(JournalEntry, (f"{prefix}{line_offset:012d}", file, line_offset, record))
+        )
     if not lines and len(data) == max_bytes:
         # One line longer than a whole read: no record is that long, skip it as malformed.
         malformed.append(offset)

@@ -90,6 +90,10 @@ _EVENT_FIELDS = {"_id": 0, "time": 1, "kind": 1, "message": 1, "data": 1}
 _TLS_FILE_OPTIONS = frozenset({"tlscafile", "tlscertificatekeyfile", "tlscrlfile"})
 
 
+class _Replay(Exception):
+    """A batch inside a transaction met a stored document: run it again by upserts."""
+
+
 class MongoStore:
     """Records in MongoDB (standalone, replica set or sharded); positions beside them."""
 
@@ -122,6 +126,9 @@ class MongoStore:
         self._positions: Collection[Document] = database[POSITIONS]
         self._events: Collection[Document] = database[EVENTS]
         self._transactions: bool | None = None
+        # Set when a batch held documents already stored: inside a transaction the batches
+        # that follow go by upserts (a replay goes on for a while) until one is all new.
+        self._replaying = False
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
@@ -251,8 +258,11 @@ class MongoStore:
                 try:
                     with session.start_transaction():
                         self._move_position(file, start, end, session)
-                        inserted = self._upsert(documents, session)
+                        inserted = self._insert_in_transaction(documents, session)
                     return inserted
+                except _Replay:
+                    self._replaying = True  # the transaction is aborted: run it again
+                    continue
                 except PyMongoError as exc:
                     # A write conflict (two collectors on one file) is transient: run again
                     # and the compare-and-set says who won. A lost connection is left to
@@ -318,6 +328,29 @@ class MongoStore:
             ):
                 raise
             return int(exc.details.get("nInserted", 0))
+
+    def _insert_in_transaction(self, documents: list[Document], session: ClientSession) -> int:
+        """Insert the documents not stored yet, inside `session`'s transaction.
+
+        An unordered insert_many is the server's fastest way in, but inside a transaction a
+        duplicate key aborts the transaction: _Replay then says to run it again the slower
+        way, by upserts, which skip what is stored. Batches go that way while a replay lasts
+        (until one inserts every document it holds).
+        """
+        if not documents:
+            return 0
+        if self._replaying:
+            inserted = self._upsert(documents, session)
+            self._replaying = inserted < len(documents)
+            return inserted
+        try:
+            result = self._logs.insert_many(documents, ordered=False, session=session)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if errors and all(error.get("code") == DUPLICATE_KEY for error in errors):
+                raise _Replay from None
+            raise
+        return len(result.inserted_ids)
 
     def _upsert(self, documents: list[Document], session: ClientSession) -> int:
         """Insert-if-absent inside a transaction, where a duplicate-key error would abort it."""

@@ -34,6 +34,13 @@ from cloud_phoenix.store.base import (
     event_data,
     prepare_event,
 )
+from cloud_phoenix.store.migrations import (
+    READ_VERSION,
+    VERSION_TABLE,
+    Migration,
+    check_migrations,
+    pending,
+)
 from cloud_phoenix.store.sqlite import NO_COUNTER, events_where, where_clause
 from cloud_phoenix.store.urls import (
     POSTGRES_SCHEMES,
@@ -53,7 +60,7 @@ _FIELDS = ("pos", *RECORD_FIELDS)
 _COLUMNS = ", ".join(_FIELDS)
 _KINDS: dict[str, type] = {"pos": str, **RECORD_TYPES}
 _SQL_TYPES = {str: "text", int: "integer", float: "double precision"}
-# The batch insert sends one array per column, cast to the column's type.
+# Each column's SQL type.
 _TYPES = {name: _SQL_TYPES[_KINDS[name]] for name in _FIELDS} | {"bytes": "bigint"}
 _C_COLLATED = {"pos", "time"}
 
@@ -64,7 +71,8 @@ def _column(name: str) -> str:
     return f"{name} {_TYPES[name].upper()}{collate} {constraint}"
 
 
-SCHEMA = (
+# Version 1: the schema as it was before versions (store.migrations).
+_SCHEMA_1 = (
     "CREATE TABLE IF NOT EXISTS logs (\n        "
     + ",\n        ".join(_column(name) for name in _FIELDS)
     + "\n    )",
@@ -92,16 +100,27 @@ SCHEMA = (
         records BIGINT NOT NULL
     )""",
 )
+MIGRATIONS = check_migrations((Migration(1, "the schema before versions", _SCHEMA_1),))
 
 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog (unique violation on
 # pg_type): every migrating process takes this lock first. The number spells "phoenix".
 _MIGRATE_LOCK = 0x70686F656E6978
 
-# One statement for the whole batch: a column array each, unnested into rows.
-_INSERT = (
-    f"INSERT INTO logs ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 - fixed column names
-    + ", ".join(f"%s::{_TYPES[name]}[]" for name in _FIELDS)
-    + ") ON CONFLICT (pos) DO NOTHING"
+# A batch is copied into `logs` (COPY is the server's fastest way in), inside a savepoint.
+# COPY knows no ON CONFLICT: should a record be stored already (a replay) or a text hold a
+# NUL, the savepoint is rolled back and the batch goes through a temporary table, cleaned,
+# with INSERT ... ON CONFLICT DO NOTHING, which skips what is stored. Both are inside the
+# batch's transaction.
+_COPY = f"COPY logs ({_COLUMNS}) FROM STDIN"
+_BATCH_TABLE = "CREATE TEMPORARY TABLE logs_batch (LIKE logs) ON COMMIT DROP"
+_COPY_BATCH = f"COPY logs_batch ({_COLUMNS}) FROM STDIN"
+_INSERT_BATCH = (
+    f"INSERT INTO logs ({_COLUMNS}) SELECT {_COLUMNS} FROM logs_batch "  # noqa: S608 - fixed
+    "ON CONFLICT (pos) DO NOTHING"
+)
+_SET_VERSION = (
+    "INSERT INTO schema_version (id, version) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET version = excluded.version"
 )
 _SELECT_POSITION = 'SELECT "offset" FROM journal_positions WHERE file = %s FOR UPDATE'
 _ADD_RECORDS = "UPDATE logs_count SET records = records + %s WHERE id = 1"
@@ -133,6 +152,9 @@ class PostgresStore:
         # Set when the server was found unreachable: until a direct connection succeeds again,
         # callers get StoreUnavailable at once instead of each waiting out the pool timeout.
         self._down = False
+        # Set when a batch held records already stored: the batches that follow go the way
+        # that skips them (a replay goes on for a while), until one holds only new records.
+        self._replaying = False
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -248,14 +270,32 @@ class PostgresStore:
                 raise PositionConflict(
                     f"{file}: stored position is {current}, batch starts at {start}"
                 )
-            inserted = 0
-            if entries:
-                columns = list(zip(*(_values(entry) for entry in entries), strict=True))
-                cursor = conn.execute(_INSERT, [list(column) for column in columns])
-                inserted = max(cursor.rowcount, 0)  # ON CONFLICT DO NOTHING: the new rows only
+            inserted = self._insert(conn, entries) if entries else 0
             conn.execute('UPDATE journal_positions SET "offset" = %s WHERE file = %s', (end, file))
             if inserted and conn.execute(_ADD_RECORDS, (inserted,)).rowcount != 1:
                 raise StoreError(f"{self.where}: {NO_COUNTER}")
+        return inserted
+
+    def _insert(self, conn: Connection, entries: Sequence[JournalEntry]) -> int:
+        """Insert the records not stored yet, in `conn`'s transaction; returns how many."""
+        if not self._replaying:
+            try:
+                with conn.transaction(), conn.cursor().copy(_COPY) as copy:  # a savepoint
+                    for entry in entries:
+                        copy.write_row((entry.pos, *entry.record))
+                return len(entries)  # all of them: COPY fails at the first duplicate
+            except psycopg.errors.UniqueViolation:
+                self._replaying = True
+            except psycopg.DataError:
+                pass  # a NUL, which text cannot hold (psycopg refuses it before sending)
+        conn.execute(_BATCH_TABLE)
+        with conn.cursor().copy(_COPY_BATCH) as copy:
+            for entry in entries:
+                copy.write_row(_values(entry))
+        inserted = max(conn.execute(_INSERT_BATCH).rowcount, 0)
+        conn.execute("DROP TABLE logs_batch")  # not left to the commit: one batch may follow
+        if inserted == len(entries):
+            self._replaying = False
         return inserted
 
     def query(self, query: LogQuery) -> list[LogRow]:
@@ -306,14 +346,19 @@ class PostgresStore:
 
 
 def create_schema(conn: psycopg.Connection[Any], *, recount: bool = False) -> None:
-    """Create what is missing, inside `conn`'s transaction, under the migration lock.
+    """Bring the schema to its latest version (MIGRATIONS) inside `conn`'s transaction,
+    under the migration lock: one process migrates, the others then find nothing to do.
 
     The record counter is counted from `logs` when it is new (a new database, or one from
     before the counter) or when `recount` asks: a restore may leave it off.
     """
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-    for statement in SCHEMA:
-        conn.execute(statement)
+    conn.execute(VERSION_TABLE)
+    row = conn.execute(READ_VERSION).fetchone()
+    for migration in pending(int(row[0]) if row else 0, MIGRATIONS):
+        for statement in migration.statements:
+            conn.execute(statement)
+        conn.execute(_SET_VERSION, (migration.version,))
     if recount or conn.execute("SELECT 1 FROM logs_count WHERE id = 1").fetchone() is None:
         # SHARE waits for the batches in flight and holds new ones off until this commits,
         # so the count is exact; the next statement's snapshot sees every committed row.
