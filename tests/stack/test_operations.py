@@ -45,7 +45,12 @@ def test_idle_minute_daily_backup_then_one_notice_per_peak(
         PHOENIX_BACKUP_AT=backup_at,
     ) as stack:
         idle_until = time.monotonic() + 60
-        [backup] = eventually(lambda: scan(stack.home / "backups"), 75, what="the daily backup")
+        # A backup's files appear before its manifest, written last: wait for the manifest.
+        [backup] = eventually(
+            lambda: [b for b in scan(stack.home / "backups") if b.manifest is not None],
+            75,
+            what="the daily backup, its manifest written",
+        )
         time.sleep(max(0.0, idle_until - time.monotonic()))  # the idle minute, on purpose
         assert receiver.requests == [], "an idle minute sent a notice"
         assert backup.good and backup.manifest is not None
