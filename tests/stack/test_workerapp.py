@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from cloud_phoenix.app import PhoenixApp, create_app
 from cloud_phoenix.backup import run_backup
 from cloud_phoenix.config import Settings
 from cloud_phoenix.stack import ops
+from cloud_phoenix.stack.status import Operations, StackStatus, write_status
 from cloud_phoenix.stack.workerapp import served_app, worker_app
 
 KEEPER = "collector-keeper"  # the thread of `phoenix serve` that keeps its collector alive
@@ -77,6 +79,19 @@ def test_metrics_show_backups_and_the_age_of_the_last(tmp_path: Path) -> None:
         if line.startswith("phoenix_last_backup_age_seconds ")
     ]
     assert 0 <= age < 60
+
+
+def test_metrics_show_the_supervisors_counters_from_its_status_file(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    status = StackStatus(os.getpid(), settings.port, "2026-12-04T00:00:00.000000Z")
+    status.operations = Operations(cpu_peaks=2, backups_failed=1, edge_dropped_logs=7)
+    write_status(settings.run_dir, status)
+    with client_of(worker_app(settings)) as client:
+        text = client.get("/metrics").text
+    assert "phoenix_cpu_peaks_total 2.0" in text
+    assert "phoenix_backups_failed_total 1.0" in text
+    assert "phoenix_edge_dropped_logs_total 7.0" in text
 
 
 def test_a_worker_keeps_no_collector_phoenix_serve_keeps_one_that_collects(

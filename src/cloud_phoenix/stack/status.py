@@ -58,6 +58,7 @@ class Operations:
     notifications_sent: int = 0
     notifications_failed: int = 0
     backups_failed: int = 0
+    edge_dropped_logs: int = 0  # the edge's log lines dropped, over its restarts
 
 
 @dataclass

@@ -50,7 +50,7 @@ from cloud_phoenix.stack.deploy import (
 )
 from cloud_phoenix.stack.edge.program import find_haproxy
 from cloud_phoenix.stack.edge.sockets import open_edge
-from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError
+from cloud_phoenix.stack.edge.stats import EdgeStats, EdgeStatsError, LifetimeTotal
 from cloud_phoenix.stack.host import lock_home, prepare_home
 from cloud_phoenix.stack.roster import WorkerRoster
 from cloud_phoenix.stack.spec import (
@@ -92,6 +92,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.events = EventLog(store)
         self.workers = WorkerRoster()
+        self.edge_dropped_logs = LifetimeTotal()
         self.started = format_time(datetime.now(UTC))
         self.status = StackStatus(os.getpid(), settings.port, self.started)
         self.stopping = False
@@ -191,6 +192,7 @@ class Supervisor:
                     next_second = now + 1.0
                     self._take_deploys()  # should a SIGUSR2 have been coalesced
                     self._autoscale(now)
+                    self._count_dropped_edge_logs()
                     self.backups.tick()
                     self.events.flush()
                 if now >= next_cpu:
@@ -291,6 +293,20 @@ class Supervisor:
             kind = "scaled_out" if self.scale.desired > self.gunicorn_workers else "scaled_in"
             self.event(kind, decision.reason, {"desired": self.scale.desired, "rate_rps": rate})
 
+    def _count_dropped_edge_logs(self) -> None:
+        """HAProxy drops a log line rather than wait for its output: count them, and say so."""
+        try:
+            dropped = self.edge_dropped_logs.update(self.stats.dropped_logs())
+        except EdgeStatsError:
+            return  # the edge is restarting: the next second's sample counts them
+        if dropped:
+            log.warning(
+                "the edge dropped %d log lines (%d since the stack started): its output "
+                "could not keep up (the application's journal does not depend on it)",
+                dropped,
+                self.edge_dropped_logs.total,
+            )
+
     def _apply_desired(self) -> None:
         """One place changes the worker count: TTIN/TTOU to the gunicorn master, one signal a
         tick, because signals sent together coalesce and gunicorn queues at most five."""
@@ -369,6 +385,7 @@ class Supervisor:
             notifications_sent=self.notifier.sent,
             notifications_failed=self.notifier.failed,
             backups_failed=self.backups.failures,
+            edge_dropped_logs=self.edge_dropped_logs.total,
         )
         status.events = list(self.events.recent)
         status.stopping = self.stopping

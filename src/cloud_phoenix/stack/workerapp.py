@@ -74,6 +74,7 @@ def operations_figures(settings: Settings) -> dict[str, float]:
         figures["phoenix_notifications_sent_total"] = float(operations.notifications_sent)
         figures["phoenix_notifications_failed_total"] = float(operations.notifications_failed)
         figures["phoenix_backups_failed_total"] = float(operations.backups_failed)
+        figures["phoenix_edge_dropped_logs_total"] = float(operations.edge_dropped_logs)
     backups = [entry for entry in scan(settings.backups_dir) if entry.good]
     figures["phoenix_backups"] = float(len(backups))
     if backups:

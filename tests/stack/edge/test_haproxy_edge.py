@@ -412,6 +412,7 @@ def test_stats_report_the_request_rate_and_the_server(edge: Edge) -> None:
     assert server["status"] == "UP"
     assert int(edge.stats.frontend()["req_tot"]) >= 20
     assert edge.stats.info()["Pid"] == str(edge.process.pid)
+    assert edge.stats.dropped_logs() == 0  # a quiet edge writes every log line
 
 
 def test_health_checks_say_who_they_are(edge: Edge) -> None:
@@ -432,6 +433,8 @@ def test_stats_fail_clearly_once_the_edge_is_gone(edge: Edge) -> None:
     stop(edge.process)
     with pytest.raises(EdgeStatsError):
         edge.stats.request_rate()
+    with pytest.raises(EdgeStatsError):
+        edge.stats.dropped_logs()
 
 
 # -- stopping and restarting ---------------------------------------------------------------
@@ -584,7 +587,7 @@ class AppBehindEdge:
     def dropped_logs(self) -> int:
         """Log lines HAProxy could not write (its DroppedLogs): it logs to a descriptor
         without blocking, and a line that finds the descriptor busy too long is dropped."""
-        return int(EdgeStats(self.stats_socket).info().get("DroppedLogs", "0"))
+        return EdgeStats(self.stats_socket).dropped_logs()
 
     def edge_lines(self, at_least: int, timeout: float = 10.0) -> list[EdgeLine]:
         """HAProxy's request log lines, once it has written `at_least` of them."""

@@ -83,6 +83,15 @@ class EdgeStats:
             if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND")
         ]
 
+    def dropped_logs(self) -> int:
+        """Log lines this HAProxy could not write since it started (`show info` DroppedLogs):
+        it writes its log to a descriptor without blocking, and drops a line that finds the
+        descriptor full (the relay behind it too slow, on a busy machine)."""
+        value = self.info().get("DroppedLogs")
+        if value is None or not value.isdigit():
+            raise EdgeStatsError(f"`show info` has no DroppedLogs count: {value!r}")
+        return int(value)
+
     def request_rate(self) -> float:
         """HTTP requests per second at the edge, over the last second."""
         value = self.frontend().get("req_rate", "")
@@ -102,3 +111,21 @@ def parse_stat(text: str) -> list[dict[str, str]]:
         {name: value for name, value in zip(names, values, strict=False) if name}
         for values in csv.reader(lines[1:])
     ]
+
+
+class LifetimeTotal:
+    """The total of a counter that starts again at 0 when its process restarts (HAProxy's
+    DroppedLogs, after a crash or a deploy): what each sample adds to the sum of its lives.
+    A restart between two samples loses what the new process counted before the sample
+    that first shows it smaller, at most a sample interval's worth."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._last = 0
+
+    def update(self, current: int) -> int:
+        """Take a sample of the counter; returns what it adds to `total`."""
+        added = current - self._last if current >= self._last else current  # a new process
+        self._last = current
+        self.total += added
+        return added
