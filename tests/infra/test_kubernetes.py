@@ -654,6 +654,32 @@ def test_the_alerts_fire_when_they_should_and_only_then(rendered: Rendered, tmp_
                 },
             ],
         },
+        {  # p1's edge drops 5 lines at minute 10 and none after; p2's none at all
+            "interval": "1m",
+            "input_series": [
+                series("phoenix_edge_dropped_logs_total", "0x9 5x30 0x30", pod="p1", **target),
+                series("phoenix_edge_dropped_logs_total", "0x70", pod="p2", **target),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "PhoenixEdgeDroppingLogs", "exp_alerts": []},
+                {
+                    "eval_time": "12m",
+                    "alertname": "PhoenixEdgeDroppingLogs",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {
+                                "namespace": ns,
+                                "pod": "p1",
+                                "service": "phoenix",
+                                "job": "phoenix",
+                                "severity": "warning",
+                            }
+                        }
+                    ],
+                },
+                {"eval_time": "35m", "alertname": "PhoenixEdgeDroppingLogs", "exp_alerts": []},
+            ],
+        },
     ]
     tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": cases}
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
