@@ -41,6 +41,19 @@ def http_scope(**headers: str) -> Scope:
     }
 
 
+async def empty_body() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+async def discard(message: Message) -> None:
+    return None
+
+
+def serve(middleware: RequestLog, scope: Scope) -> None:
+    """One request with no body through `middleware`, its answer discarded."""
+    asyncio.run(middleware(scope, empty_body, discard))
+
+
 def journal(directory: Path) -> list[dict[str, object]]:
     return [
         json.loads(line)
@@ -60,10 +73,7 @@ def test_the_record_is_written_before_the_last_byte_is_handed_over(tmp_path: Pat
         elif not message.get("more_body", False):
             seen_at_last_body.append(journal(tmp_path))
 
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    asyncio.run(middleware(http_scope(x_request_id="rid-1", user_agent="ua"), receive, send))
+    asyncio.run(middleware(http_scope(x_request_id="rid-1", user_agent="ua"), empty_body, send))
     [records] = seen_at_last_body
     assert len(records) == 1
     assert records[0]["status"] == 201 and records[0]["bytes"] == 5
@@ -79,14 +89,8 @@ def test_an_exception_is_recorded_as_500_once(tmp_path: Path) -> None:
 
     middleware = RequestLog(broken, JournalWriter(tmp_path), Metrics(), stdout=False)
 
-    async def noop_send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     with pytest.raises(RuntimeError, match="boom"):
-        asyncio.run(middleware(http_scope(), receive, noop_send))
+        serve(middleware, http_scope())
     [record] = journal(tmp_path)
     assert record["status"] == 500
 
@@ -127,18 +131,12 @@ def test_the_edge_health_probe_is_counted_but_not_journaled(tmp_path: Path) -> N
     metrics = Metrics()
     middleware = RequestLog(two_part_app, JournalWriter(tmp_path), metrics, stdout=False)
 
-    async def send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     probe = {**http_scope(x_phoenix_probe="edge"), "path": "/health"}
     unix = {**http_scope(x_phoenix_probe="edge"), "path": "/health", "client": None}
-    asyncio.run(middleware(unix, receive, send))  # a Unix socket's peer: this host's own
+    serve(middleware, unix)  # a Unix socket's peer: this host's own
     posing = {**http_scope(x_phoenix_probe="edge", x_forwarded_for="1.2.3.4"), "path": "/health"}
-    asyncio.run(middleware(probe, receive, send))
-    asyncio.run(middleware(posing, receive, send))
+    serve(middleware, probe)
+    serve(middleware, posing)
     assert [r["path"] for r in journal(tmp_path)] == ["/health"]  # only the client posing
     text = metrics.render().decode()
     assert 'phoenix_requests_total{method="GET",route="/health",status="201"} 2.0' in text
@@ -150,15 +148,9 @@ def test_platform_probes_and_scrapes_are_counted_but_not_journaled(tmp_path: Pat
     metrics = Metrics()
     middleware = RequestLog(two_part_app, JournalWriter(tmp_path), metrics, stdout=False)
 
-    async def send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     def request(path: str, client: str = "10.0.4.5", **headers: str) -> None:
         scope = {**http_scope(**headers), "path": path, "client": (client, 40000)}
-        asyncio.run(middleware(scope, receive, send))
+        serve(middleware, scope)
 
     request("/health", user_agent="ELB-HealthChecker/2.0")
     request("/health", user_agent="kube-probe/1.29")
@@ -256,14 +248,8 @@ def test_the_stdout_line_of_a_forged_path_is_one_line(
 ) -> None:
     middleware = RequestLog(two_part_app, JournalWriter(tmp_path), Metrics(), stdout=True)
 
-    async def send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     scope = {**http_scope(user_agent="probe"), "path": FORGED_PATH + "\x00\r"}
-    asyncio.run(middleware(scope, receive, send))
+    serve(middleware, scope)
     [line] = capfd.readouterr().out.splitlines(keepends=True)
     assert "/admin/delete-all\\x00\\x0D?q=1 HTTP/1.1" in line and line.endswith('"probe"\n')
     [record] = journal(tmp_path)
@@ -274,12 +260,6 @@ def test_a_14_kb_request_is_journaled_and_stored_with_each_value_capped(tmp_path
     journal_dir = tmp_path / "journal"
     middleware = RequestLog(two_part_app, JournalWriter(journal_dir), Metrics(), stdout=False)
 
-    async def send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     long = {"path": "/" + "p" * 14_000, "query": "q=" + "x" * 13_998}
     agent, referrer = "U" * 14_336, "https://r.example/" + "r" * 14_000
     scope = {
@@ -287,7 +267,7 @@ def test_a_14_kb_request_is_journaled_and_stored_with_each_value_capped(tmp_path
         "path": long["path"],
         "query_string": long["query"].encode(),
     }
-    asyncio.run(middleware(scope, receive, send))
+    serve(middleware, scope)
     [name] = journal_files(journal_dir)
     line = (journal_dir / name).read_bytes()
     assert len(line) < 4 * (MAX_VALUE_CHARS + 64) + 400  # not the 56 KB that came in
@@ -322,14 +302,8 @@ def test_the_access_line_in_json_is_one_object_with_the_request_id(
         two_part_app, JournalWriter(tmp_path), Metrics(), stdout=True, json_lines=True
     )
 
-    async def send(message: Message) -> None:
-        return None
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
     scope = {**http_scope(user_agent='pro"be\n', x_request_id="rid-7"), "path": FORGED_PATH}
-    asyncio.run(middleware(scope, receive, send))
+    serve(middleware, scope)
     [line] = capfd.readouterr().out.splitlines()
     access = json.loads(line)
     assert access["logger"] == "cloud_phoenix.access" and access["level"] == "info"
