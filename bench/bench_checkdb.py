@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import psycopg
 
 from cloud_phoenix.journal import AccessRecord, JournalEntry, format_time, position_key
 from cloud_phoenix.store import LogStore, open_store
-from report import Row, print_table, say
+from report import Row, machine, print_table, say
 from servers import BENCH, Server, start_phoenix
 from stats import median, percentile, round_ratios, spread
 
@@ -232,10 +231,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    say(
-        f"checkdb bench ({'quick' if args.quick else 'full'}): {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
-    )
+    say(machine(f"checkdb bench ({'quick' if args.quick else 'full'})"))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
         for backend in args.backend or ("sqlite", "postgresql"):

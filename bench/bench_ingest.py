@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -50,7 +49,7 @@ from cloud_phoenix.journal import (
 )
 from cloud_phoenix.journal.lag import measure_lag
 from cloud_phoenix.store import LogStore, open_store
-from report import Row, print_table, say
+from report import Row, machine, print_table, say
 from stack import start_stack
 from stats import median, round_ratios, spread
 from wrk import ensure_wrk, run_wrk
@@ -446,9 +445,8 @@ def main() -> int:
     ]
     wrk = ensure_wrk() if plan.flood_rounds else ""
     say(
-        f"ingest bench ({'quick' if args.quick else 'full'}): {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}; "
-        f"{plan.records:,} journal lines, {plan.rounds} rounds; backends {', '.join(backends)}"
+        machine(f"ingest bench ({'quick' if args.quick else 'full'})")
+        + f"; {plan.records:,} journal lines, {plan.rounds} rounds; backends {', '.join(backends)}"
     )
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp_name:

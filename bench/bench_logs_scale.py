@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -38,7 +37,7 @@ import psycopg
 
 from cloud_phoenix.journal import format_time
 from cloud_phoenix.store import open_store
-from report import Row, print_table, say
+from report import Row, machine, print_table, say
 from servers import BENCH, Server, start_phoenix
 from stats import median, percentile, round_ratios, spread
 
@@ -286,10 +285,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     plan = Plan(records=args.records, rounds=args.rounds)
-    say(
-        f"logs scale bench: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.2f}; {SMALL:,} against {plan.records:,} records"
-    )
+    say(machine("logs scale bench") + f"; {SMALL:,} against {plan.records:,} records")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
         for backend in args.backend or ("sqlite", "postgresql"):

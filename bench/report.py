@@ -25,6 +25,14 @@ class Row:
     detail: str
 
 
+def machine(title: str) -> str:
+    """The header of a run: what ran, on how many cores, with which Python, at which load."""
+    return (
+        f"{title}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -65,10 +73,7 @@ def run_bench(
     except RuntimeError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
-    say(
-        f"{title} ({'quick' if quick else 'full'}): {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
-    )
+    say(machine(f"{title} ({'quick' if quick else 'full'})"))
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
         started: list[Process] = []
         try:
